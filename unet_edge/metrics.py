@@ -1,0 +1,64 @@
+"""Confusion-matrix segmentation metrics: IoU/mIoU, Dice, pixel accuracy.
+
+IoU_c = TP / (TP + FP + FN) (Everingham et al., PASCAL VOC, IJCV 2010); Dice_c = 2TP / (2TP + FP + FN).
+Pixels whose label is the ignore index (void) are excluded. Classes that never occur in the
+labels nor the predictions have undefined IoU (NaN) and are left out of the means.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class ConfusionMatrix:
+    """Accumulates a (C, C) int64 confusion matrix; rows are ground truth, columns predictions."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        """Add a batch: ``pred`` and ``target`` integer arrays of the same shape (any rank)."""
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction shape {pred.shape} != label shape {target.shape}")
+        t = target.reshape(-1).astype(np.int64)
+        p = pred.reshape(-1).astype(np.int64)
+        keep = (t != self.ignore_index) & (t >= 0) & (t < self.num_classes)
+        idx = t[keep] * self.num_classes + np.clip(p[keep], 0, self.num_classes - 1)
+        self.matrix += np.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+
+    def compute(self, class_names: list[str] | None = None) -> dict:
+        """Metrics as a JSON-ready dict.
+
+        Returns:
+            ``miou``, ``mean_dice``, ``pixel_accuracy``, ``mean_class_accuracy`` (floats in [0, 1]),
+            ``per_class_iou`` and ``dice`` ({class name: float or None when undefined}).
+        """
+        return metrics_from_confusion(self.matrix, class_names)
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None) -> dict:
+    """Compute IoU, Dice and accuracies from a (C, C) confusion matrix (rows = ground truth)."""
+    cm = cm.astype(np.float64)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = tp / (tp + fp + fn)
+        dice = 2 * tp / (2 * tp + fp + fn)
+        class_acc = tp / (tp + fn)
+    names = class_names or [str(i) for i in range(len(tp))]
+    total = cm.sum()
+
+    def named(v):
+        return {n: (None if np.isnan(x) else float(x)) for n, x in zip(names, v)}
+
+    return {
+        "miou": float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0,
+        "mean_dice": float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else 0.0,
+        "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
+        "mean_class_accuracy": float(np.nanmean(class_acc)) if np.any(~np.isnan(class_acc)) else 0.0,
+        "per_class_iou": named(iou),
+        "dice": named(dice),
+        "pixels": int(total),
+    }
