@@ -31,8 +31,8 @@ class ConfusionMatrix:
         """Metrics as a JSON-ready dict.
 
         Returns:
-            ``miou``, ``mean_dice``, ``pixel_accuracy``, ``mean_class_accuracy`` (floats in [0, 1]),
-            ``per_class_iou`` and ``dice`` ({class name: float or None when undefined}).
+            ``miou``, ``dice`` (mean Dice), ``pixel_accuracy``, ``mean_class_accuracy`` (floats in
+            [0, 1]), ``per_class_iou`` and ``per_class_dice`` ({class name: float, None when undefined}).
         """
         return metrics_from_confusion(self.matrix, class_names)
 
@@ -55,10 +55,10 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None)
 
     return {
         "miou": float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0,
-        "mean_dice": float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else 0.0,
+        "dice": float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else 0.0,
         "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
         "mean_class_accuracy": float(np.nanmean(class_acc)) if np.any(~np.isnan(class_acc)) else 0.0,
         "per_class_iou": named(iou),
-        "dice": named(dice),
+        "per_class_dice": named(dice),
         "pixels": int(total),
     }

@@ -1,0 +1,290 @@
+"""unet-edge command line: synth, train, eval, export, run, bench, demo.
+
+Library errors (``unet_edge.errors.UnetEdgeError``) become a red message and the error's exit code.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from unet_edge.errors import UnetEdgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT).")
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT)."""
+
+
+def _size(text: str, what: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h <= 0 or w <= 0:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise typer.BadParameter(f"{what} must look like HxW, e.g. 360x480; got {text!r}")
+
+
+def handle_errors(fn):
+    """Turn library errors into a clear message and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UnetEdgeError as e:
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.command()
+@handle_errors
+def train(
+    data: Path = typer.Option(..., help="Dataset folder (carla, camvid or folder layout)."),
+    out: Path = typer.Option(Path("runs/train"), help="Run folder: best.pt, last.pt, log.csv, curves.png."),
+    data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
+    preset: str = typer.Option("edge", help="Model preset: edge (16 base ch), edge-wide (32), unet (64, the paper's), tiny."),
+    epochs: int = typer.Option(30, min=1),
+    batch_size: int = typer.Option(8, min=1),
+    crop: str = typer.Option("256x320", help="Training crop HxW (after random scaling)."),
+    input_size: Optional[str] = typer.Option(None, help="Model input HxW; default: the dataset's image size."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(1e-4),
+    schedule: str = typer.Option("cosine", help="cosine (linear warmup + cosine) or onecycle."),
+    warmup_epochs: float = typer.Option(1.0),
+    class_weights: str = typer.Option("enet", help="enet (1/ln(1.02+p)) or none."),
+    dice_weight: float = typer.Option(0.0, help="Weight of the soft Dice loss added to cross-entropy."),
+    dropout: float = typer.Option(0.0),
+    amp: bool = typer.Option(True, help="bf16 autocast on CPU, fp16 AMP on CUDA."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch default)."),
+    seed: int = typer.Option(0),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N images of each split."),
+    val_every: int = typer.Option(1, min=1, help="Validate every N epochs."),
+    resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
+):
+    """Train a U-Net; validation mIoU each epoch, best/last checkpoints with the model metadata."""
+    from unet_edge.train import TrainConfig, train as run_train
+
+    cfg = TrainConfig(
+        data=str(data), out=str(out), data_format=data_format, preset=preset, dropout=dropout, epochs=epochs,
+        batch_size=batch_size, crop=_size(crop, "--crop"), input_size=_size(input_size, "--input-size") if input_size else None,
+        lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, class_weights=class_weights,
+        dice_weight=dice_weight, amp=amp, device=device, seed=seed, threads=threads, limit=limit, val_every=val_every,
+        resume=resume,
+    )
+    summary = run_train(cfg, log=console.print)
+    console.print(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} "
+                  f"({summary['seconds'] / 60:.1f} min) -> {summary['best']}")
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@app.command()
+@handle_errors
+def synth(
+    out: Path = typer.Argument(..., help="Output folder (CARLA layout: train/ and val/ with CameraRGB/ + CameraSeg/)."),
+    train_images: int = typer.Option(200, "--train", min=1, help="Training scenes."),
+    val_images: int = typer.Option(40, "--val", min=1, help="Validation scenes."),
+    size: str = typer.Option("240x320", help="Frame size HxW."),
+    seed: int = typer.Option(0),
+    frames: int = typer.Option(0, min=0, help="Also render a forward drive of N frames (needs --video)."),
+    video: Optional[Path] = typer.Option(None, help="Drive video file (.mp4) for --frames."),
+    fps: float = typer.Option(15.0),
+):
+    """Generate procedural CARLA-style road scenes (seeded, reproducible) and optionally a drive video."""
+    from unet_edge.data.synth import generate_dataset, render_drive
+
+    hw = _size(size, "--size")
+    root = generate_dataset(out, n_train=train_images, n_val=val_images, size=hw, seed=seed)
+    console.print(f"dataset: {root} ({train_images} train / {val_images} val, {hw[0]}x{hw[1]})")
+    if frames:
+        if video is None:
+            raise typer.BadParameter("--frames needs --video FILE.mp4")
+        console.print(f"drive video: {render_drive(video, frames=frames, size=hw, seed=seed, fps=fps)} ({frames} frames)")
+
+
+@app.command(name="eval")
+@handle_errors
+def eval_(
+    artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX or TensorRT engine."),
+    data: Path = typer.Option(..., help="Dataset folder."),
+    split: str = typer.Option("val", help="train, val or test."),
+    data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32, bf16 (CPU), fp16 (CUDA)."),
+    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    batch_size: int = typer.Option(4, min=1),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N images."),
+    save_images: Optional[Path] = typer.Option(None, help="Write input | ground truth | prediction PNGs here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (miou, per_class_iou, pixel_accuracy, dice, ...)."),
+):
+    """Score an artifact on a dataset split: mIoU, per-class IoU, Dice, pixel accuracy (void excluded)."""
+    from unet_edge.data.layouts import load_dataset
+    from unet_edge.evaluate import evaluate
+    from unet_edge.runtime.loader import load_backend
+
+    ds = load_dataset(data, split, data_format)
+    with load_backend(artifact, device=device, precision=precision, threads=threads) as backend:
+        m = evaluate(backend.infer, ds, backend.meta, batch_size=batch_size, limit=limit, save_dir=save_images,
+                     progress=not as_json, description=f"eval {backend.label}")
+        m.update(artifact=str(artifact), backend=backend.label, split=split, dataset=str(data))
+    if as_json:
+        _print_json(m)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{artifact.name} on {data.name}/{split} ({m['images']} images, {m['backend']})")
+    t.add_column("class"), t.add_column("IoU", justify="right"), t.add_column("Dice", justify="right")
+    for name, iou in m["per_class_iou"].items():
+        d = m["per_class_dice"][name]
+        t.add_row(name, "-" if iou is None else f"{iou:.4f}", "-" if d is None else f"{d:.4f}")
+    t.add_row("[bold]mean", f"[bold]{m['miou']:.4f}", f"[bold]{m['dice']:.4f}")
+    Console().print(t)
+    Console().print(f"pixel accuracy {m['pixel_accuracy']:.4f}")
+
+
+@app.command()
+@handle_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (best.pt / last.pt)."),
+    out: Path = typer.Option(..., help="Export folder: model.ts, model_fp32.onnx [, model_fp16.onnx, model_int8.onnx, calib.cache]."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 ONNX (FP32 I/O)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an INT8 Q/DQ ONNX and a TensorRT calibration cache."),
+    calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a dataset (train split) or image folder."),
+    calib_images: int = typer.Option(64, min=1, help="Number of calibration images."),
+    calib_method: str = typer.Option("entropy", help="entropy, minmax or percentile."),
+    data_format: Optional[str] = typer.Option(None, help="Force the dataset layout: carla, camvid, folder."),
+    dynamic: bool = typer.Option(False, help="Dynamic batch/H/W ONNX (default: static 1x3xHxW, best for TensorRT/INT8)."),
+    eval_data: Optional[Path] = typer.Option(None, help="Dataset to score every precision on (default: --calib-data)."),
+    eval_split: str = typer.Option("val"),
+    eval_limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N images."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip the per-precision mIoU report."),
+    jetson: Optional[Path] = typer.Option(None, help="Also write a self-contained Jetson bundle (ONNX, cache, build_engine.sh) here."),
+    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
+):
+    """Export TorchScript + ONNX (FP32, optional FP16 and INT8 Q/DQ) with parity and mIoU per precision."""
+    from unet_edge.export.pipeline import ExportOptions, export_all
+
+    opts = ExportOptions(
+        fp16=fp16, int8=int8, calib_data=str(calib_data) if calib_data else None, calib_images=calib_images,
+        calib_method=calib_method, data_format=data_format, dynamic=dynamic, threads=threads,
+        eval_data=None if no_eval else str(eval_data or calib_data) if (eval_data or calib_data) else None,
+        eval_split=eval_split, eval_limit=eval_limit, progress=not as_json,
+    )
+    report = export_all(checkpoint, out, opts, log=console.print)
+    if jetson:
+        from unet_edge.trt.jetson import write_jetson_bundle
+
+        report["jetson_bundle"] = str(write_jetson_bundle(out, jetson))
+        console.print(f"Jetson bundle: {report['jetson_bundle']} (copy it to the target and run build_engine.sh)")
+    if as_json:
+        _print_json(report)
+    else:
+        console.print(f"report: {out / 'export_report.json'}")
+
+
+@app.command()
+@handle_errors
+def run(
+    artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX or TensorRT engine."),
+    source: Optional[str] = typer.Option(None, help="Video file, image folder, or GStreamer pipeline (needs OpenCV built with GStreamer)."),
+    camera: Optional[int] = typer.Option(None, help="Camera index (V4L2), e.g. 0."),
+    out: Optional[Path] = typer.Option(None, help="Overlay video to write (.mp4 or .avi); valid even after Ctrl-C."),
+    show: bool = typer.Option(False, help="Show a window (q or Esc quits)."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Overlay opacity."),
+    max_frames: Optional[int] = typer.Option(None, min=1),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32, bf16 (CPU), fp16 (CUDA)."),
+    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stream statistics as JSON."),
+):
+    """Segment a video, image folder, camera or GStreamer pipeline; overlay video and per-stage timing."""
+    from unet_edge.runtime.loader import load_backend
+    from unet_edge.runtime.stream import StreamInterrupted, stream
+
+    if (source is None) == (camera is None):
+        raise typer.BadParameter("give exactly one of --source PATH|PIPELINE or --camera N")
+    if out is None and not show:
+        raise typer.BadParameter("nothing to do: give --out FILE and/or --show")
+    with load_backend(artifact, device=device, precision=precision, threads=threads) as backend:
+        try:
+            stats = stream(backend, source if camera is None else camera, out=out, show=show, alpha=alpha,
+                           max_frames=max_frames, progress=not as_json)
+        except StreamInterrupted as e:
+            console.print(f"[yellow]interrupted after {e.stats.frames} frames; {out} holds them[/]")
+            raise typer.Exit(130)
+    if as_json:
+        _print_json(stats.to_dict())
+        return
+    console.print(f"{stats.frames} frames in {stats.wall_s:.1f} s: {stats.fps:.1f} FPS end to end, "
+                  f"{stats.infer_fps:.1f} FPS inference only ({backend.label})")
+    for stage, s in stats.summary().items():
+        console.print(f"  {stage:<12} mean {s['mean_ms']:7.2f} ms  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}")
+    if out:
+        console.print(f"overlay video: {out}")
+
+
+@app.command()
+@handle_errors
+def bench(
+    artifacts: List[Path] = typer.Argument(..., help="Artifacts to compare (checkpoint = PyTorch eager FP32 baseline)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset for mIoU and real input frames."),
+    split: str = typer.Option("val"),
+    data_format: Optional[str] = typer.Option(None),
+    report: Path = typer.Option(Path("runs/bench"), help="Report folder (bench.md, bench.json)."),
+    warmup: int = typer.Option(10, min=0, help="Untimed warmup runs."),
+    iters: int = typer.Option(50, min=1, help="Timed runs per backend."),
+    threads: int = typer.Option(2, help="CPU threads for every backend (fixed for fair comparison)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score mIoU on the first N images only."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Latency p50/p90/p99, FPS, size and mIoU per backend/precision, with speedup vs PyTorch FP32."""
+    from benchmarks.runner import BenchOptions, run_bench
+
+    opts = BenchOptions(data=str(data) if data else None, split=split, data_format=data_format, warmup=warmup,
+                        iters=iters, threads=threads, limit=limit, device=device, progress=not as_json)
+    result = run_bench([str(a) for a in artifacts], report, opts, log=console.print)
+    if as_json:
+        _print_json(result)
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where everything goes."),
+    epochs: int = typer.Option(12, min=1, help="Training epochs on the synthetic scenes."),
+    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+):
+    """The whole pipeline on built-in synthetic scenes, no downloads: synth -> train -> export
+    (TorchScript, ONNX FP32/FP16/INT8) -> stream a drive video through INT8 -> bench table."""
+    from unet_edge.demo import run_demo
+
+    run_demo(out, epochs=epochs, threads=threads, log=console.print)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""INT8 post-training static quantization into a Q/DQ ONNX that TensorRT takes for explicit
+quantization, plus the same scales as a TensorRT calibration cache for implicit 10.x builds.
+
+Quantization is ``onnxruntime.quantization.quantize_static`` in QDQ format with symmetric int8
+activations (zero point 0) and per-channel symmetric int8 weights (axis 0, the output channels):
+the scheme TensorRT requires of Q/DQ networks (TensorRT developer guide, "Explicit Quantization").
+Calibration images come from the training split through the runtime's preprocessing
+(:mod:`calibration.images`).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from calibration.images import OrtCalibrationReader, calibration_images
+
+from ..errors import ExportError
+from ..metadata import ModelMeta
+from .onnx_export import save_onnx
+
+CALIB_METHODS = ("entropy", "minmax", "percentile")
+
+
+def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_data: str | Path,
+                calib_images: int = 64, calib_method: str = "entropy", data_format: str | None = None,
+                cache_path: str | Path | None = None, seed: int = 0) -> Path:
+    """Quantize the FP32 ONNX at ``fp32_path`` into a Q/DQ INT8 ONNX at ``path``.
+
+    Args:
+        calib_data: dataset folder (its ``train`` split is used) or a plain folder of images.
+        calib_images: number of calibration images.
+        calib_method: ``entropy`` (KL divergence, as TensorRT's IInt8EntropyCalibrator2),
+            ``minmax`` or ``percentile`` (99.999th).
+        cache_path: where to write the TensorRT calibration cache (None: no cache).
+
+    Raises:
+        ExportError: unknown method or quantization failure. DataError: bad calibration data.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+               "percentile": CalibrationMethod.Percentile}
+    if calib_method not in methods:
+        raise ExportError(f"unknown --calib-method {calib_method!r}; choose one of {CALIB_METHODS}")
+    paths = calibration_images(calib_data, calib_images, data_format, seed)
+    reader = OrtCalibrationReader(paths, meta)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "int8.onnx"
+        try:
+            quantize_static(
+                str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                calibrate_method=methods[calib_method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
+        except Exception as e:
+            raise ExportError(f"INT8 quantization of {fp32_path} failed: {e}") from e
+        model = onnx.load(str(out))
+    check_qdq(model)
+    scales = activation_scales(model)
+    calib = {"method": calib_method, "images": len(paths), "data": str(calib_data),
+             "activation_tensors": len(scales)}
+    save_onnx(model, meta.with_(precision="int8", extra={"calibration": calib}), path)
+    if cache_path is not None:
+        from calibration.cache import write_calibration_cache
+
+        write_calibration_cache(cache_path, scales)
+    return Path(path)
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def activation_scales(model: onnx.ModelProto) -> dict[str, float]:
+    """Per-tensor activation scales of a Q/DQ model: {FP32 tensor name feeding a QuantizeLinear:
+    scale}. These names are the FP32 graph's tensor names, as a TensorRT calibration cache needs."""
+    inits = _initializers(model)
+    scales = {}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in inits:
+            scales[node.input[0]] = float(np.asarray(inits[node.input[1]]).reshape(-1)[0])
+    return scales
+
+
+def check_qdq(model: onnx.ModelProto) -> dict:
+    """Check the TensorRT explicit-quantization contract and return a summary.
+
+    Every QuantizeLinear/DequantizeLinear has int8 zero points equal to 0; activation scales are
+    scalars; weight scales of Conv/ConvTranspose are per-channel vectors (axis 0 for Conv, axis 1
+    for ConvTranspose, whose weight layout is (C_in, C_out/groups, kH, kW)).
+
+    Raises:
+        ExportError: a violation, naming the node.
+    """
+    inits = _initializers(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    n_q = n_w = 0
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        n_q += 1
+        if len(node.input) < 3 or node.input[2] not in inits:
+            raise ExportError(f"{node.op_type} {node.name!r} has no constant zero point (TensorRT needs 0)")
+        zp = inits[node.input[2]]
+        if zp.dtype != np.int8 or np.any(zp != 0):
+            raise ExportError(f"{node.op_type} {node.name!r} zero point is {zp.dtype} {zp.reshape(-1)[:4]}, TensorRT needs int8 0")
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:  # a weight
+            scale = inits[node.input[1]]
+            users = consumers.get(node.output[0], [])
+            if any(u.op_type in ("Conv", "ConvTranspose") and u.input[1] == node.output[0] for u in users):
+                n_w += 1
+                w = inits[node.input[0]]
+                axis = {a.name: a.i for a in node.attribute}.get("axis", 1)
+                if scale.ndim != 1 or scale.size != w.shape[axis] or scale.size == 1 and w.shape[axis] != 1:
+                    raise ExportError(f"weight {node.input[0]} is not quantized per channel on its output-channel axis")
+    if n_q == 0:
+        raise ExportError("quantized model holds no QuantizeLinear/DequantizeLinear nodes")
+    return {"qdq_nodes": n_q, "quantized_weights": n_w}

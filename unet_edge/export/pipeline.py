@@ -1,0 +1,125 @@
+"""The export stage: checkpoint -> TorchScript + ONNX FP32 [+ FP16] [+ INT8 Q/DQ + calibration cache],
+with parity against PyTorch for every artifact and optional validation mIoU per precision."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..artifacts import model_from_checkpoint
+from ..data.layouts import load_dataset
+from ..errors import DataError
+from ..evaluate import evaluate
+from ..io_utils import write_json_atomic
+from ..preprocess import preprocess
+from ..runtime.ort_backend import OrtBackend
+from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
+from .fp16 import export_fp16
+from .int8 import check_qdq, export_int8
+from .onnx_export import export_onnx, parity, sha256
+from .torchscript import export_torchscript, load_torchscript
+
+#: Artifact file names inside an export folder; other stages (TensorRT build, Jetson bundle) rely on them.
+FILES = {"torchscript": "model.ts", "fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx",
+         "int8": "model_int8.onnx", "calib_cache": "calib.cache", "report": "export_report.json"}
+
+
+@dataclass
+class ExportOptions:
+    """Options of :func:`export_all`; see ``unet-edge export --help``."""
+
+    fp16: bool = False
+    int8: bool = False
+    calib_data: str | None = None
+    calib_images: int = 64
+    calib_method: str = "entropy"
+    data_format: str | None = None
+    dynamic: bool = False
+    parity_images: int = 4
+    eval_data: str | None = None
+    eval_split: str = "val"
+    eval_limit: int | None = None
+    threads: int = 0
+    progress: bool = True
+
+
+def _parity_batch(meta, opts: ExportOptions) -> np.ndarray:
+    """Real images when a dataset is at hand (val split of eval/calib data), else a fixed random batch."""
+    for root in (opts.eval_data, opts.calib_data, meta.dataset.get("path")):
+        if root and Path(root).is_dir():
+            try:
+                ds = load_dataset(root, "val", opts.data_format)
+            except DataError:
+                continue
+            n = min(opts.parity_images, len(ds))
+            return np.stack([preprocess(ds[i][0], meta) for i in range(n)])
+    return np.random.default_rng(0).standard_normal((opts.parity_images, 3, *meta.input_size)).astype(np.float32)
+
+
+def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] = print) -> dict:
+    """Export a checkpoint into ``out_dir`` (file names in :data:`FILES`) and return the report
+    (also written to ``export_report.json``): per artifact its path, size MB, sha256, parity vs
+    PyTorch FP32 (max abs logit error, argmax agreement) and, with ``eval_data``, validation metrics.
+
+    Raises:
+        ArtifactError: bad checkpoint. ExportError: export/quantization failure. DataError: bad
+        calibration/eval data (``int8`` without ``calib_data`` is an ExportError).
+    """
+    from ..errors import ExportError
+
+    if opts.int8 and not opts.calib_data:
+        raise ExportError("--int8 needs --calib-data DIR (a dataset or image folder to calibrate on)")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, meta, _ = model_from_checkpoint(checkpoint)
+    meta = meta.with_(extra={"source_checkpoint": str(Path(checkpoint).resolve())})
+    batch = _parity_batch(meta, opts)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(batch)).numpy()
+
+    report: dict = {"checkpoint": str(checkpoint), "artifacts": {}}
+
+    def record(key: str, path: Path, backend) -> None:
+        logits = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(len(batch))])
+        entry = {"path": str(path), "size_mb": round(path.stat().st_size / 1e6, 3), "sha256": sha256(path),
+                 "parity_vs_pytorch": parity(ref, logits), "backend": backend.label}
+        report["artifacts"][key] = entry
+        p = entry["parity_vs_pytorch"]
+        log(f"  {key:<12} {path.name:<18} {entry['size_mb']:7.2f} MB  max|dlogit| {p['max_abs_error']:.2e}  "
+            f"argmax agreement {p['argmax_agreement'] * 100:.3f}%")
+
+    log(f"exporting {checkpoint} -> {out}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} images)")
+    ts = export_torchscript(model, meta, out / FILES["torchscript"])
+    record("torchscript", ts, TorchScriptBackend(load_torchscript(ts), meta))
+    fp32 = export_onnx(model, meta, out / FILES["fp32"], dynamic=opts.dynamic)
+    record("onnx_fp32", fp32, OrtBackend(str(fp32), meta.with_(precision="fp32"), threads=opts.threads))
+    if opts.fp16:
+        fp16 = export_fp16(fp32, meta, out / FILES["fp16"])
+        record("onnx_fp16", fp16, OrtBackend(str(fp16), meta.with_(precision="fp16"), threads=opts.threads))
+    if opts.int8:
+        int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
+                           opts.data_format, cache_path=out / FILES["calib_cache"])
+        import onnx
+
+        report["qdq"] = check_qdq(onnx.load(str(int8)))
+        record("onnx_int8", int8, OrtBackend(str(int8), meta.with_(precision="int8"), threads=opts.threads))
+        report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
+
+    if opts.eval_data:
+        ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
+        rows = {"pytorch_fp32": TorchBackend(model, meta)}
+        for key, prec in (("onnx_fp32", "fp32"), ("onnx_fp16", "fp16"), ("onnx_int8", "int8")):
+            if key in report["artifacts"]:
+                rows[key] = OrtBackend(report["artifacts"][key]["path"], meta.with_(precision=prec), threads=opts.threads)
+        for key, backend in rows.items():
+            m = evaluate(backend.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress, description=f"mIoU {key}")
+            report.setdefault("eval", {})[key] = {k: m[k] for k in ("miou", "pixel_accuracy", "dice", "per_class_iou", "images")}
+            log(f"  {opts.eval_split} mIoU {key:<13} {m['miou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}")
+        report["eval_split"] = opts.eval_split
+    write_json_atomic(out / FILES["report"], report)
+    return report

@@ -1,0 +1,1 @@
+"""Inference backends behind one interface, and the threaded video pipeline."""

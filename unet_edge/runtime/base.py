@@ -1,0 +1,56 @@
+"""The interface every inference backend implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..metadata import ModelMeta
+
+
+class Backend(ABC):
+    """Runs a model on preprocessed batches.
+
+    Attributes:
+        name: ``pytorch``, ``torchscript``, ``onnxruntime`` or ``tensorrt``.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``.
+        device: ``cpu`` or ``cuda``.
+        meta: the artifact's :class:`ModelMeta`.
+        path: the artifact file.
+
+    Backends are context managers; :meth:`close` releases sessions and device memory.
+    """
+
+    name: str = "?"
+    precision: str = "fp32"
+    device: str = "cpu"
+
+    def __init__(self, meta: ModelMeta, path: str = ""):
+        self.meta = meta
+        self.path = str(path)
+
+    @property
+    def label(self) -> str:
+        """Row label for reports, e.g. ``onnxruntime int8 (cpu)``."""
+        return f"{self.name} {self.precision} ({self.device})"
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model.
+
+        Args:
+            batch: float32 (N, 3, H, W), normalized by :func:`unet_edge.preprocess.preprocess`.
+
+        Returns:
+            logits float32 (N, K, H, W).
+        """
+
+    def close(self) -> None:
+        """Release resources; idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
