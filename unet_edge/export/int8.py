@@ -2,7 +2,8 @@
 quantization, plus the same scales as a TensorRT calibration cache for implicit 10.x builds.
 
 Quantization is ``onnxruntime.quantization.quantize_static`` in QDQ format with symmetric int8
-activations (zero point 0) and per-channel symmetric int8 weights (axis 0, the output channels):
+activations (zero point 0), per-channel symmetric int8 weights (the output-channel axis) and float
+biases:
 the scheme TensorRT requires of Q/DQ networks (TensorRT developer guide, "Explicit Quantization").
 Calibration images come from the training split through the runtime's preprocessing
 (:mod:`calibration.images`).
@@ -46,6 +47,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
                "percentile": CalibrationMethod.Percentile}
     if calib_method not in methods:
         raise ExportError(f"unknown --calib-method {calib_method!r}; choose one of {CALIB_METHODS}")
+    head = head_nodes(onnx.load(str(fp32_path)), meta.output_name)
     paths = calibration_images(calib_data, calib_images, data_format, seed)
     reader = OrtCalibrationReader(paths, meta)
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,8 +56,9 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
             quantize_static(
                 str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                calibrate_method=methods[calib_method],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                calibrate_method=methods[calib_method], nodes_to_exclude=head,
+                # biases stay float: TensorRT's Q/DQ networks take FP32 bias (no int32 bias DQ)
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             )
         except Exception as e:
             raise ExportError(f"INT8 quantization of {fp32_path} failed: {e}") from e
@@ -70,6 +73,21 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
 
         write_calibration_cache(cache_path, scales)
     return Path(path)
+
+
+def head_nodes(model: onnx.ModelProto, output_name: str) -> list[str]:
+    """Names of the nodes from the last Conv (the 1x1 head) to the graph output ``output_name``.
+
+    They stay FP32 so the logits keep their resolution and the output tensor keeps its name.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    names, node = [], producers.get(output_name)
+    while node is not None:
+        names.append(node.name)
+        if node.op_type == "Conv":
+            break
+        node = producers.get(node.input[0])
+    return names
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:

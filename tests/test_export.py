@@ -1,0 +1,152 @@
+"""Export parity, metadata that travels with every artifact, FP16 typing and the Q/DQ contract."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from calibration.cache import read_calibration_cache
+from unet_edge.artifacts import artifact_kind, model_from_checkpoint, read_meta
+from unet_edge.errors import ArtifactError, ExportError
+from unet_edge.export.int8 import activation_scales, check_qdq
+from unet_edge.export.onnx_export import export_onnx
+from unet_edge.metadata import METADATA_KEY, sidecar_path
+from unet_edge.runtime.loader import load_backend
+
+
+def _inits(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_export_folder_contents_and_metadata(tiny_export, tiny_run):
+    names = {p.name for p in tiny_export.iterdir()}
+    assert {"model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "calib.cache",
+            "export_report.json"} <= names
+    _, ckpt_meta, _ = model_from_checkpoint(tiny_run["best"])
+    for f, prec in [("model.ts", "fp32"), ("model_fp32.onnx", "fp32"), ("model_fp16.onnx", "fp16"), ("model_int8.onnx", "int8")]:
+        meta = read_meta(tiny_export / f)
+        assert meta.class_names == ckpt_meta.class_names and meta.palette == ckpt_meta.palette
+        assert meta.input_size == ckpt_meta.input_size and meta.mean == ckpt_meta.mean
+        assert meta.precision == prec
+    for f in ("model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(tiny_export / f)).metadata_props}
+        assert json.loads(props[METADATA_KEY]) == json.loads(sidecar_path(tiny_export / f).read_text())
+    assert artifact_kind(tiny_export / "model.ts") == "torchscript"
+    assert artifact_kind(tiny_run["best"]) == "checkpoint"
+
+
+def test_onnx_fp32_parity_below_1e_4(tiny_run, tmp_path, folder_dataset):
+    model, meta, _ = model_from_checkpoint(tiny_run["best"])
+    path = export_onnx(model, meta, tmp_path / "m.onnx")
+    g = onnx.load(str(path)).graph
+    assert [i.name for i in g.input] == ["images"] and [o.name for o in g.output] == ["logits"]
+    assert onnx.load(str(path)).opset_import[0].version >= 17
+    assert not any(n.op_type == "BatchNormalization" for n in g.node)  # folded by onnxsim
+    x = np.random.default_rng(0).standard_normal((1, 3, *meta.input_size)).astype(np.float32) * 2
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    with load_backend(path) as b:
+        out = b.infer(x)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < 1e-4
+
+
+def test_dynamic_export_runs_other_sizes_and_batches(tiny_run, tmp_path):
+    model, meta, _ = model_from_checkpoint(tiny_run["best"])
+    path = export_onnx(model, meta, tmp_path / "dyn.onnx", dynamic=True)
+    x = np.random.default_rng(1).standard_normal((2, 3, 40, 56)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    with load_backend(path) as b:
+        assert b.static_batch is None
+        assert np.abs(b.infer(x) - ref).max() < 1e-4
+
+
+def test_export_report_parity(tiny_export):
+    rep = json.loads((tiny_export / "export_report.json").read_text())
+    arts = rep["artifacts"]
+    assert arts["onnx_fp32"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
+    assert arts["torchscript"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
+    assert arts["onnx_fp16"]["parity_vs_pytorch"]["argmax_agreement"] > 0.99
+    assert arts["onnx_int8"]["parity_vs_pytorch"]["argmax_agreement"] > 0.8
+    assert rep["qdq"]["quantized_weights"] > 0
+
+
+def test_fp16_graph_has_fp16_weights_and_fp32_io(tiny_export):
+    m = onnx.load(str(tiny_export / "model_fp16.onnx"))
+    f32 = onnx.TensorProto.FLOAT
+    assert m.graph.input[0].type.tensor_type.elem_type == f32
+    assert m.graph.output[0].type.tensor_type.elem_type == f32
+    conv_weights = {n.input[1] for n in m.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+    dtypes = {t.data_type for t in m.graph.initializer if t.name in conv_weights}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+
+
+def test_int8_qdq_structure_symmetric_per_channel(tiny_export):
+    m = onnx.load(str(tiny_export / "model_int8.onnx"))
+    inits = _inits(m)
+    q = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert q and dq
+    for n in q + dq:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any()  # int8, symmetric: zero points all 0
+    producers = {o: n for n in m.graph.node for o in n.output}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    head = [c for c in convs if producers.get(c.input[1]) is None]
+    assert len(head) == 1 and "logits" in {o for n in m.graph.node for o in n.output}  # FP32 1x1 head
+    convs = [c for c in convs if c not in head]
+    assert convs
+    for conv in convs:
+        wdq = producers[conv.input[1]]
+        assert wdq.op_type == "DequantizeLinear"
+        w, scale = inits[wdq.input[0]], inits[wdq.input[1]]
+        axis = {a.name: a.i for a in wdq.attribute}.get("axis", 1)
+        assert w.dtype == np.int8 and axis == 0
+        assert scale.shape == (w.shape[0],)  # one scale per output channel
+        xdq = producers[conv.input[0]]
+        assert xdq.op_type == "DequantizeLinear" and inits[xdq.input[1]].size == 1  # per-tensor activations
+    assert check_qdq(m)["quantized_weights"] >= len(convs)
+
+
+def test_check_qdq_rejects_nonzero_zero_point(tiny_export):
+    m = onnx.load(str(tiny_export / "model_int8.onnx"))
+    q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear")
+    for t in m.graph.initializer:
+        if t.name == q.input[2]:
+            t.CopyFrom(numpy_helper.from_array(np.array(3, dtype=np.int8), t.name))
+    with pytest.raises(ExportError, match="zero point"):
+        check_qdq(m)
+
+
+def test_calibration_cache_matches_qdq_scales(tiny_export):
+    header, scales = read_calibration_cache(tiny_export / "calib.cache")
+    assert header.startswith("TRT-") and header.endswith("EntropyCalibration2")
+    expected = activation_scales(onnx.load(str(tiny_export / "model_int8.onnx")))
+    assert "images" in scales and set(scales) == set(expected)
+    for k, v in expected.items():
+        assert scales[k] == pytest.approx(np.float32(v), rel=0, abs=0)
+    fp32_names = {o for n in onnx.load(str(tiny_export / "model_fp32.onnx")).graph.node for o in n.output} | {"images"}
+    assert set(scales) <= fp32_names  # usable for an implicit TensorRT 10.x build of the FP32 ONNX
+
+
+def test_int8_without_calib_data_is_a_clear_error(tiny_run, tmp_path):
+    from unet_edge.export.pipeline import ExportOptions, export_all
+
+    with pytest.raises(ExportError, match="--calib-data"):
+        export_all(tiny_run["best"], tmp_path, ExportOptions(int8=True), log=lambda *a: None)
+
+
+def test_corrupt_artifacts_raise_artifact_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ArtifactError):
+        read_meta(bad)
+    pt = tmp_path / "bad.pt"
+    pt.write_bytes(b"garbage")
+    with pytest.raises(ArtifactError):
+        load_backend(pt)
+    with pytest.raises(ArtifactError, match="not found"):
+        load_backend(tmp_path / "missing.onnx")
