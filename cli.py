@@ -141,8 +141,8 @@ def eval_(
     from unet_edge.evaluate import evaluate
     from unet_edge.runtime.loader import load_backend
 
-    ds = load_dataset(data, split, data_format)
     with load_backend(artifact, device=device, precision=precision, threads=threads) as backend:
+        ds = load_dataset(data, split, data_format)
         m = evaluate(backend.infer, ds, backend.meta, batch_size=batch_size, limit=limit, save_dir=save_images,
                      progress=not as_json, description=f"eval {backend.label}")
         m.update(artifact=str(artifact), backend=backend.label, split=split, dataset=str(data))
@@ -246,23 +246,54 @@ def run(
 @app.command()
 @handle_errors
 def bench(
-    artifacts: List[Path] = typer.Argument(..., help="Artifacts to compare (checkpoint = PyTorch eager FP32 baseline)."),
-    data: Optional[Path] = typer.Option(None, help="Dataset for mIoU and real input frames."),
-    split: str = typer.Option("val"),
-    data_format: Optional[str] = typer.Option(None),
-    report: Path = typer.Option(Path("runs/bench"), help="Report folder (bench.md, bench.json)."),
-    warmup: int = typer.Option(10, min=0, help="Untimed warmup runs."),
-    iters: int = typer.Option(50, min=1, help="Timed runs per backend."),
-    threads: int = typer.Option(2, help="CPU threads for every backend (fixed for fair comparison)."),
+    artifacts: List[Path] = typer.Argument(..., help="Checkpoint (PyTorch eager FP32 baseline), TorchScript, ONNX, TensorRT engines "
+                                                     "and/or export folders; with --compare: bench.json reports."),
+    data: Optional[Path] = typer.Option(None, help="Dataset for mIoU and real input frames (without it: seeded random inputs, no mIoU)."),
+    split: str = typer.Option("val", help="Split scored and sampled for inputs."),
+    data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
+    report: Path = typer.Option(Path("runs/bench"), help="Report folder: bench.md, bench.json, bench.csv, bench_stream.csv, PNG charts."),
+    video: Optional[Path] = typer.Option(None, help="Video for the end-to-end streaming rows (default: the split's images in name order)."),
+    input_size: Optional[str] = typer.Option(None, help="Benchmark input HxW (default: the model metadata's)."),
+    warmup: int = typer.Option(10, min=0, help="Untimed warmup calls per row."),
+    iters: int = typer.Option(50, min=1, help="Timed batch-1 calls per row."),
+    batch: int = typer.Option(8, min=1, help="Larger batch for throughput (FPS@B)."),
+    batch_iters: Optional[int] = typer.Option(None, min=1, help="Timed calls at --batch (default max(5, iters // batch))."),
+    threads: int = typer.Option(2, min=0, help="CPU threads for every backend, torch and ONNX Runtime alike (0: library defaults)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Score mIoU on the first N images only."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    pool: int = typer.Option(16, min=1, help="Distinct real images rotated through the timed calls."),
+    device: str = typer.Option("auto", help="cpu (CPU rows), cuda (GPU rows) or auto (CPU rows + GPU rows when CUDA is available)."),
+    memory: str = typer.Option("subprocess", help="Memory pass: subprocess (fresh process per row), inprocess or off."),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="End-to-end streaming rows for the baseline and the best backend."),
+    stream_frames: int = typer.Option(100, min=1, help="Frames per streaming row."),
+    miou_tolerance: float = typer.Option(1.0, min=0.0, help="Best backend: fastest with mIoU within this many points of the baseline."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG charts."),
+    label: Optional[str] = typer.Option(None, help="Report name (default: the report folder name)."),
+    compare: bool = typer.Option(False, "--compare", help="Compare bench.json reports given as ARTIFACTS (first = reference); "
+                                                          "writes compare.md + compare.json into --report."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
-    """Latency p50/p90/p99, FPS, size and mIoU per backend/precision, with speedup vs PyTorch FP32."""
+    """Latency p50/p90/p99, FPS, memory, size, mIoU and agreement per backend x precision, speedup vs PyTorch FP32,
+    end-to-end streaming stages; Markdown + JSON + CSV + PNG report. --compare: compare reports of two hosts/runs."""
+    if compare:
+        from benchmarks.compare import run_compare
+
+        cmp = run_compare([str(a) for a in artifacts], report, log=console.print)
+        if as_json:
+            _print_json(cmp)
+        return
     from benchmarks.runner import BenchOptions, run_bench
 
-    opts = BenchOptions(data=str(data) if data else None, split=split, data_format=data_format, warmup=warmup,
-                        iters=iters, threads=threads, limit=limit, device=device, progress=not as_json)
+    if device not in ("cpu", "cuda", "auto"):
+        raise typer.BadParameter(f"--device must be cpu, cuda or auto; got {device!r}")
+    if memory not in ("subprocess", "inprocess", "off"):
+        raise typer.BadParameter(f"--memory must be subprocess, inprocess or off; got {memory!r}")
+    opts = BenchOptions(data=str(data) if data else None, split=split, data_format=data_format,
+                        video=str(video) if video else None,
+                        input_size=_size(input_size, "--input-size") if input_size else None, warmup=warmup,
+                        iters=iters, batch=batch, batch_iters=batch_iters, threads=threads, limit=limit, pool=pool,
+                        device=device, memory=memory, stream=stream, stream_frames=stream_frames,
+                        miou_tolerance=miou_tolerance, plots=plots, label=label,
+                        command=" ".join(["unet-edge"] + sys.argv[1:]), progress=not as_json)
     result = run_bench([str(a) for a in artifacts], report, opts, log=console.print)
     if as_json:
         _print_json(result)

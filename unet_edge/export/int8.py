@@ -10,6 +10,8 @@ Calibration images come from the training split through the runtime's preprocess
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,13 +55,15 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
         try:
-            quantize_static(
-                str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                calibrate_method=methods[calib_method], nodes_to_exclude=head,
-                # biases stay float: TensorRT's Q/DQ networks take FP32 bias (no int32 bias DQ)
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-            )
+            # ORT's entropy calibrator prints progress to stdout; keep stdout for results (--json)
+            with contextlib.redirect_stdout(sys.stderr):
+                quantize_static(
+                    str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=methods[calib_method], nodes_to_exclude=head,
+                    # biases stay float: TensorRT's Q/DQ networks take FP32 bias (no int32 bias DQ)
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                )
         except Exception as e:
             raise ExportError(f"INT8 quantization of {fp32_path} failed: {e}") from e
         model = onnx.load(str(out))

@@ -1,0 +1,94 @@
+"""The CLI through typer's test runner: the contract other tools rely on, and clear errors."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_lists_every_command():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for cmd in ("synth", "train", "eval", "export", "run", "bench", "demo"):
+        assert cmd in r.output
+    for cmd in ("train", "eval", "export", "run", "bench"):
+        assert invoke(cmd, "--help").exit_code == 0
+
+
+def test_train_eval_json_contract(folder_dataset, tmp_path):
+    out = tmp_path / "run"
+    r = invoke("train", "--data", folder_dataset, "--out", out, "--preset", "tiny", "--epochs", "1",
+               "--batch-size", "4", "--crop", "48x64")
+    assert r.exit_code == 0, r.output
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    r = invoke("eval", out / "best.pt", "--data", folder_dataset, "--split", "val", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert {"miou", "per_class_iou", "pixel_accuracy", "dice"} <= set(m)
+    assert 0 <= m["miou"] <= 1 and set(m["per_class_iou"]) == {"class0", "class1", "class2"}
+
+
+def test_eval_every_artifact_kind_agrees(tiny_export, tiny_run, folder_dataset):
+    results = {}
+    for art in (tiny_run["best"], tiny_export / "model.ts", tiny_export / "model_fp32.onnx"):
+        r = invoke("eval", art, "--data", folder_dataset, "--json")
+        assert r.exit_code == 0, r.output
+        results[art.name] = json.loads(r.stdout)["miou"]
+    assert len({round(v, 6) for v in results.values()}) == 1  # FP32 artifacts score identically
+
+
+def test_export_cli_writes_report(tiny_run, folder_dataset, tmp_path):
+    r = invoke("export", tiny_run["best"], "--out", tmp_path / "exp", "--fp16", "--int8", "--calib-data",
+               folder_dataset, "--calib-images", "4", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert set(rep["eval"]) == {"pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"}
+    assert rep["artifacts"]["onnx_fp32"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
+
+
+def _video(path, n=6, size=(48, 64)):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (size[1], size[0]))
+    for i in range(n):
+        w.write(np.full((*size, 3), i * 30, np.uint8))
+    w.release()
+    return path
+
+
+def test_run_streams_a_video(tiny_export, tmp_path):
+    src = _video(tmp_path / "in.mp4")
+    out = tmp_path / "out.mp4"
+    r = invoke("run", tiny_export / "model_int8.onnx", "--source", src, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["frames"] == 6
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["eval", "missing.pt", "--data", "."], 4, "artifact not found"),
+    (["train", "--data", "no/such/dir", "--epochs", "1"], 3, "dataset folder not found"),
+    (["run", "{ckpt}", "--camera", "9", "--out", "{tmp}/o.mp4"], 5, "camera 9"),
+    (["run", "{ckpt}", "--source", "{tmp}/none.mp4", "--out", "{tmp}/o.mp4"], 5, "none.mp4"),
+    (["export", "{ckpt}", "--out", "{tmp}/e", "--int8"], 7, "--calib-data"),
+    (["eval", "{ckpt}", "--data", "{tmp}"], 3, "not a known dataset layout"),
+    (["eval", "{ckpt}", "--data", "{data}", "--device", "cuda"], 6, "CUDA"),
+])
+def test_bad_inputs_exit_with_clear_errors(args, code, text, tiny_run, folder_dataset, tmp_path):
+    args = [a.format(ckpt=tiny_run["best"], tmp=tmp_path, data=folder_dataset) for a in args]
+    r = invoke(*args)
+    assert r.exit_code == code, r.output
+    assert text in r.output.replace("\n", "")
+
+
+def test_train_bad_size_is_a_usage_error(folder_dataset):
+    r = runner.invoke(app, ["train", "--data", str(folder_dataset), "--crop", "big"])
+    assert r.exit_code == 2 and "HxW" in r.output
