@@ -192,10 +192,24 @@ def export(
     )
     report = export_all(checkpoint, out, opts, log=console.print)
     if jetson:
-        from unet_edge.trt.jetson import write_jetson_bundle
+        from unet_edge.errors import BackendUnavailableError
+        from unet_edge.trt.cli import jetson_bundle, make_options
+        from unet_edge.trt.version import import_tensorrt
 
-        report["jetson_bundle"] = str(write_jetson_bundle(out, jetson))
-        console.print(f"Jetson bundle: {report['jetson_bundle']} (copy it to the target and run build_engine.sh)")
+        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+        bundle = jetson_bundle(out, jetson, options=make_options(precision=precision), default_precision=precision)
+        report["jetson_bundle"] = str(bundle)
+        console.print(f"Jetson bundle: {bundle} (copy it to the target and run build_engine.sh)")
+        try:
+            import_tensorrt()
+        except BackendUnavailableError:
+            console.print("TensorRT is not installed here: the engine is built on the target by build_engine.sh")
+        else:
+            from unet_edge.trt.builder import build_engine
+
+            engine = build_engine(out, bundle / f"model_{precision}.engine", make_options(precision=precision))
+            report["engine"] = str(engine)
+            console.print(f"TensorRT found: built {engine} on this host")
     if as_json:
         _print_json(report)
     else:
@@ -311,6 +325,11 @@ def demo(
     from unet_edge.demo import run_demo
 
     run_demo(out, epochs=epochs, threads=threads, log=console.print)
+
+
+from unet_edge.trt.cli import register as _register_trt  # noqa: E402  (adds `build`)
+
+_register_trt(app, wrap=handle_errors)
 
 
 def main() -> None:

@@ -1,0 +1,86 @@
+"""``unet-edge build``: TensorRT engines and Jetson bundles from an export folder or an ONNX file.
+
+The root ``cli.py`` calls :func:`register` (passing its ``handle_errors`` as ``wrap`` so library
+errors become exit codes) and :func:`jetson_bundle` from ``export --jetson``. Library errors are
+raised as :class:`~unet_edge.errors.UnetEdgeError` subclasses, never printed here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from ..errors import ExportError
+from .builder import BuildOptions, build_engine, parse_shape
+
+
+def make_options(precision: str = "fp16", mode: str = "explicit", workspace_mib: int = 1024,
+                 min_shape: str | None = None, opt_shape: str | None = None, max_shape: str | None = None,
+                 timing_cache: str | Path | None = None, opt_level: int | None = None,
+                 dla_core: int | None = None, gpu_fallback: bool = True, version_compatible: bool = False,
+                 calib_images: int = 64, calib_cache: str | Path | None = None, verbose: bool = False) -> BuildOptions:
+    """:class:`BuildOptions` from CLI-style values (shapes as ``NxCxHxW`` strings); validated.
+
+    Raises:
+        ExportError: a bad value.
+    """
+    return BuildOptions(
+        precision=precision, mode=mode, workspace_mib=workspace_mib, min_shape=parse_shape(min_shape),
+        opt_shape=parse_shape(opt_shape), max_shape=parse_shape(max_shape),
+        timing_cache=str(timing_cache) if timing_cache else None, builder_optimization_level=opt_level,
+        dla_core=dla_core, gpu_fallback=gpu_fallback, version_compatible=version_compatible,
+        calib_images=calib_images, calib_cache=str(calib_cache) if calib_cache else None, verbose=verbose,
+    ).validate()
+
+
+def jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
+                  default_precision: str = "fp16") -> Path:
+    """Write the Jetson bundle for ``export_dir`` into ``out_dir`` (for ``export --jetson``).
+
+    See :func:`unet_edge.trt.jetson.write_jetson_bundle`. Needs no TensorRT on this host.
+    """
+    from .jetson import write_jetson_bundle
+
+    return write_jetson_bundle(export_dir, out_dir, options=options, default_precision=default_precision)
+
+
+def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
+    """Add the ``build`` command to ``app``; ``wrap`` (e.g. cli.handle_errors) decorates it."""
+
+    def build(
+        source: Path = typer.Argument(..., help="Export folder (model_<precision>.onnx) or an ONNX file."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Engine file to write (plus <engine>.json)."),
+        precision: str = typer.Option("fp16", help="fp32, fp16 or int8."),
+        mode: str = typer.Option("explicit", help="explicit: precision from the ONNX graph (FP16 ONNX / Q/DQ INT8 ONNX; "
+                                                  "TensorRT 10 and 11). implicit: TensorRT 10.x builder flags on the "
+                                                  "FP32 ONNX, INT8 via calibration (calib.cache)."),
+        workspace_mib: int = typer.Option(1024, min=1, help="TensorRT workspace memory pool limit, MiB."),
+        min_shape: Optional[str] = typer.Option(None, help="Dynamic ONNX: minimum input shape NxCxHxW."),
+        opt_shape: Optional[str] = typer.Option(None, help="Dynamic ONNX: optimal input shape NxCxHxW."),
+        max_shape: Optional[str] = typer.Option(None, help="Dynamic ONNX: maximum input shape NxCxHxW."),
+        timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file (read if present, then saved)."),
+        opt_level: Optional[int] = typer.Option(None, min=0, max=5, help="Builder optimization level 0-5 (TensorRT default 3)."),
+        dla_core: Optional[int] = typer.Option(None, min=0, help="Build for this DLA core (Jetson; 10.x: --mode implicit)."),
+        gpu_fallback: bool = typer.Option(True, help="With --dla-core: run unsupported layers on the GPU."),
+        version_compatible: bool = typer.Option(False, help="Engine usable by later TensorRT releases of the same major."),
+        calib_data: Optional[Path] = typer.Option(None, help="Implicit INT8: calibration images (dataset or folder)."),
+        calib_images: int = typer.Option(64, min=1, help="Implicit INT8: number of calibration images."),
+        calib_cache: Optional[Path] = typer.Option(None, help="Implicit INT8: calibration cache (default: calib.cache beside the ONNX)."),
+        jetson: Optional[Path] = typer.Option(None, help="Also write a Jetson bundle (ONNX + build_engine.sh) to this folder."),
+        verbose: bool = typer.Option(False, help="Verbose TensorRT log."),
+    ) -> None:
+        """Build a TensorRT engine for this GPU, and/or a Jetson bundle to build one on the device."""
+        if out is None and jetson is None:
+            raise ExportError("nothing to do: give --out ENGINE (build here) and/or --jetson DIR (bundle for a Jetson)")
+        options = make_options(precision, mode, workspace_mib, min_shape, opt_shape, max_shape, timing_cache,
+                               opt_level, dla_core, gpu_fallback, version_compatible, calib_images, calib_cache, verbose)
+        if jetson is not None:
+            export_dir = source if source.is_dir() else source.parent
+            path = jetson_bundle(export_dir, jetson, options, default_precision=precision)
+            typer.echo(f"Jetson bundle: {path} (copy it to the device and run ./build_engine.sh {precision})")
+        if out is not None:
+            path = build_engine(source, out, options, calib_data=calib_data)
+            typer.echo(f"engine: {path} (+ {path.name}.json)")
+
+    app.command("build")(wrap(build) if wrap else build)

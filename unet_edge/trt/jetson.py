@@ -1,0 +1,350 @@
+"""Jetson deployment bundle: everything needed to build and run the model on a Jetson, no Python
+TensorRT required on the export host.
+
+``write_jetson_bundle(export_dir, out_dir)`` copies from an export folder the ONNX models
+(``model_fp32.onnx`` required; ``model_fp16.onnx``, ``model_int8.onnx`` and ``calib.cache`` when
+present) with their JSON sidecars, and writes ``metadata.json``, ``README.md``, one engine-sidecar
+template per precision (``engine_sidecars/``) and an executable ``build_engine.sh`` that, on the
+target, detects the TensorRT version (``trtexec --version`` banner, then dpkg, then the Python
+bindings), and builds ``model_<precision>.engine`` with ``unet-edge build`` when unet-edge and the
+TensorRT Python bindings are installed, otherwise with the trtexec line for that TensorRT major
+(:func:`unet_edge.trt.trtexec.trtexec_commands`), then writes the engine's sidecar.
+
+Target: JetPack 6.1/6.2 (TensorRT 10.3); JetPack with TensorRT 11 uses the explicit recipes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import ArtifactError, ExportError
+from ..io_utils import atomic_path, write_json_atomic, write_text_atomic
+from ..metadata import ModelMeta, sidecar_path
+from .builder import CALIB_CACHE_NAME, ONNX_NAMES, BuildOptions
+from .trtexec import trtexec_commands
+
+SCRIPT_NAME = "build_engine.sh"
+SIDECAR_DIR = "engine_sidecars"
+#: Placeholders of the engine-sidecar templates, filled by build_engine.sh with sed.
+PLACEHOLDERS = ("@TRT_VERSION@", "@GPU_NAME@", "@GPU_CC@", "@MODE@", "@STRONGLY_TYPED@")
+
+
+def _sha256(path: Path) -> str:
+    from ..export.onnx_export import sha256
+
+    return sha256(path)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _onnx_io(path: Path, meta: ModelMeta) -> tuple[list[dict], bool]:
+    """([{"name", "mode", "shape", "dtype"}], dynamic) from the ONNX graph (-1 = dynamic dim)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+    inits = {t.name for t in model.graph.initializer}
+    io, dynamic = [], False
+    for mode, values in (("input", [v for v in model.graph.input if v.name not in inits]), ("output", model.graph.output)):
+        for v in values:
+            t = v.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+            dynamic |= mode == "input" and any(d < 0 for d in shape)
+            io.append({"name": v.name, "mode": mode, "shape": shape, "dtype": types.get(t.elem_type, str(t.elem_type))})
+    return io, dynamic
+
+
+def _sidecar_template(meta: ModelMeta, precision: str, io: list[dict], profiles: dict, options: BuildOptions,
+                      onnx_name: str, onnx_sha: str) -> str:
+    """Engine sidecar JSON with placeholders; valid JSON once build_engine.sh fills them."""
+    from .sidecar import make_sidecar
+
+    opts = options.to_dict() | {"precision": precision, "mode": "@MODE@"}
+    side = make_sidecar(meta, precision=precision, mode="@MODE@", trt_version="@TRT_VERSION@",
+                        gpu={"name": "@GPU_NAME@", "compute_capability": "@GPU_CC@"}, io=io, onnx_path=onnx_name,
+                        onnx_sha256=onnx_sha, strongly_typed=True, build_options=opts,
+                        build_command=f"./{SCRIPT_NAME} {precision} @MODE@", profiles=profiles,
+                        calibration=None, built_by="trtexec (build_engine.sh)")
+    return json.dumps(side, indent=2).replace('"strongly_typed": true', '"strongly_typed": @STRONGLY_TYPED@') + "\n"
+
+
+def _recipes(precisions: list[str], options: BuildOptions, meta: ModelMeta, dynamic: bool, has_cache: bool) -> dict:
+    """{"<major>:<precision>:<mode>": trtexec line} for every build this bundle supports."""
+    onnx = {p: ONNX_NAMES[p] for p in precisions}
+    out = {}
+    for major in (10, 11):
+        for prec in precisions:
+            opts = BuildOptions(**{**options.__dict__, "precision": prec, "mode": "explicit"})
+            out[f"{major}:{prec}:explicit"] = trtexec_commands(onnx, major, prec, opts, meta=meta, dynamic=dynamic)[0]
+        if major == 10:
+            for prec in ("fp16", "int8"):
+                if prec == "int8" and not has_cache:
+                    continue
+                opts = BuildOptions(**{**options.__dict__, "precision": prec, "mode": "implicit"})
+                out[f"10:{prec}:implicit"] = trtexec_commands(onnx, 10, prec, opts, calib_cache=CALIB_CACHE_NAME,
+                                                              meta=meta, dynamic=dynamic)[0]
+    return out
+
+
+def build_script(recipes: dict, default_precision: str = "fp16") -> str:
+    """The text of build_engine.sh (bash); ``recipes`` from :func:`_recipes`."""
+    cases = []
+    for key, line in recipes.items():
+        assert line.startswith("trtexec ")
+        cases.append(f'    {key}) "$TRTEXEC_BIN" {line[len("trtexec "):]} ;;')
+    available = " ".join(sorted(recipes))
+    return f"""#!/usr/bin/env bash
+# Build a TensorRT engine for THIS device from the ONNX models in this folder (generated by unet-edge).
+# TensorRT engines are not portable: build on the target, rebuild after a JetPack/TensorRT upgrade.
+#
+# usage: ./{SCRIPT_NAME} [fp16|int8|fp32] [explicit|implicit]     (default: {default_precision} explicit)
+#   explicit: precision from the ONNX graph (model_fp16.onnx, Q/DQ model_int8.onnx); TensorRT 10 and 11
+#   implicit: TensorRT 10.x only: model_fp32.onnx + --fp16 / --int8 --calib={CALIB_CACHE_NAME}
+# env: TRTEXEC=/path/to/trtexec   USE_TRTEXEC=1 (skip `unet-edge build`)
+set -euo pipefail
+cd "$(dirname "${{BASH_SOURCE[0]}}")"
+
+PRECISION="${{1:-{default_precision}}}"
+MODE="${{2:-explicit}}"
+OUT="model_${{PRECISION}}.engine"
+case "$PRECISION" in fp32|fp16|int8) ;; *) echo "error: precision must be fp32, fp16 or int8, got '$PRECISION'" >&2; exit 2 ;; esac
+case "$MODE" in explicit|implicit) ;; *) echo "error: mode must be explicit or implicit, got '$MODE'" >&2; exit 2 ;; esac
+
+# 1. unet-edge with the TensorRT Python API (writes the engine and its sidecar itself)
+if [ "${{USE_TRTEXEC:-0}}" != "1" ] && command -v unet-edge >/dev/null 2>&1; then
+    set +e
+    unet-edge build . --out "$OUT" --precision "$PRECISION" --mode "$MODE"
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then echo "built $OUT"; exit 0; fi
+    if [ "$rc" -ne 6 ]; then exit "$rc"; fi   # 6: TensorRT Python bindings unavailable -> trtexec
+    echo "unet-edge cannot use TensorRT here; falling back to trtexec" >&2
+fi
+
+# 2. trtexec
+TRTEXEC_BIN="${{TRTEXEC:-}}"
+if [ -z "$TRTEXEC_BIN" ]; then
+    if command -v trtexec >/dev/null 2>&1; then TRTEXEC_BIN="$(command -v trtexec)";
+    elif [ -x /usr/src/tensorrt/bin/trtexec ]; then TRTEXEC_BIN=/usr/src/tensorrt/bin/trtexec;
+    else echo "error: trtexec not found (JetPack: /usr/src/tensorrt/bin/trtexec; set TRTEXEC=...)" >&2; exit 6; fi
+fi
+
+trt_version() {{
+    local v raw
+    # trtexec prints "[TensorRT v100300]" (exits 1 on 10.3 without a model: ignore the status)
+    raw="$("$TRTEXEC_BIN" --version 2>&1 || true)"
+    v="$(printf '%s\\n' "$raw" | grep -Eo 'TensorRT v[0-9.]+' | head -n 1 | sed 's/TensorRT v//')" || true
+    if [ -n "$v" ]; then
+        case "$v" in
+            *.*) echo "$v"; return 0 ;;
+            *) if [ "$v" -ge 100000 ]; then echo "$((v / 10000)).$((v / 100 % 100)).$((v % 100))";
+               else echo "$((v / 1000)).$((v / 100 % 10)).$((v % 100))"; fi; return 0 ;;
+        esac
+    fi
+    v="$(dpkg-query -W -f='${{Version}}\\n' tensorrt libnvinfer10 libnvinfer11 libnvinfer8 2>/dev/null | grep -Eo '^[0-9]+\\.[0-9]+\\.[0-9]+' | head -n 1)" || true
+    if [ -n "$v" ]; then echo "$v"; return 0; fi
+    v="$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null)" || true
+    if [ -n "$v" ]; then echo "$v" | grep -Eo '^[0-9]+\\.[0-9]+\\.[0-9]+'; return 0; fi
+    return 1
+}}
+
+gpu_identity() {{
+    # same order as unet_edge.trt.cuda_utils.gpu_info: pycuda, nvidia-smi, Jetson device-tree model
+    local out
+    out="$(python3 -c 'import pycuda.driver as c; c.init(); d=c.Device(0); print(d.name()); print("%d.%d" % d.compute_capability())' 2>/dev/null)" || true
+    if [ -n "$out" ]; then GPU_NAME="$(printf '%s\\n' "$out" | sed -n 1p)"; GPU_CC="$(printf '%s\\n' "$out" | sed -n 2p)"; return; fi
+    out="$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader -i 0 2>/dev/null)" || true
+    if [ -n "$out" ]; then GPU_NAME="${{out%%,*}}"; GPU_CC="$(echo "${{out#*,}}" | tr -d ' ')"; return; fi
+    if [ -r /proc/device-tree/model ]; then GPU_NAME="$(tr -d '\\0' < /proc/device-tree/model)"; GPU_CC=unknown; return; fi
+    GPU_NAME=unknown; GPU_CC=unknown
+}}
+
+TRT_VERSION="$(trt_version)" || {{ echo "error: cannot tell the TensorRT version (trtexec, dpkg, python)" >&2; exit 6; }}
+MAJOR="${{TRT_VERSION%%.*}}"
+echo "TensorRT $TRT_VERSION ($TRTEXEC_BIN)"
+if [ "$MAJOR" -lt 10 ]; then
+    echo "error: TensorRT $TRT_VERSION is too old: unet-edge needs 10.x (JetPack 6.1+) or 11.x" >&2; exit 6
+fi
+if [ "$MAJOR" -ge 11 ] && [ "$MODE" = "implicit" ]; then
+    echo "error: TensorRT $MAJOR removed implicit INT8/FP16 (builder flags, --calib); use: ./{SCRIPT_NAME} $PRECISION explicit" >&2; exit 6
+fi
+
+KEY="$MAJOR:$PRECISION:$MODE"
+rm -f "$OUT.json"   # never leave an old sidecar next to a new engine
+case "$KEY" in
+{chr(10).join(cases)}
+    *) echo "error: no build recipe for $KEY (major:precision:mode); available: {available}" >&2; exit 2 ;;
+esac
+
+gpu_identity
+GPU_NAME="$(printf '%s' "$GPU_NAME" | tr -cd 'A-Za-z0-9 ._()-')"
+GPU_CC="$(printf '%s' "$GPU_CC" | tr -cd '0-9.a-z')"
+if [ "$MODE" = "explicit" ] || [ "$MAJOR" -ge 11 ]; then STRONGLY=true; else STRONGLY=false; fi
+sed -e "s|@TRT_VERSION@|$TRT_VERSION|g" -e "s|@GPU_NAME@|$GPU_NAME|g" -e "s|@GPU_CC@|$GPU_CC|g" \\
+    -e "s|@MODE@|$MODE|g" -e "s|@STRONGLY_TYPED@|$STRONGLY|g" \\
+    "{SIDECAR_DIR}/model_${{PRECISION}}.engine.json.in" > "$OUT.json.tmp"
+mv "$OUT.json.tmp" "$OUT.json"
+echo "built $OUT (+ $OUT.json) for $GPU_NAME with TensorRT $TRT_VERSION"
+"""
+
+
+def _readme(meta: ModelMeta, precisions: list[str], has_cache: bool, dynamic: bool, options: BuildOptions) -> str:
+    from ..runtime.sources import JETSON_CSI_PIPELINE
+
+    h, w = meta.input_size
+    files = "\n".join(f"| `{ONNX_NAMES[p]}` (+ `.json`) | {p.upper()} ONNX, input `{meta.input_name}` float32 "
+                      f"(N, 3, {h}, {w}), output `{meta.output_name}` (N, {meta.num_classes}, {h}, {w}) |"
+                      for p in precisions)
+    cache = (f"| `{CALIB_CACHE_NAME}` | INT8 calibration cache (TensorRT text format) for implicit INT8 on TensorRT 10.x |\n"
+             if has_cache else "")
+    int8 = ("./build_engine.sh int8            # INT8 from the Q/DQ ONNX (explicit quantization)\n"
+            if "int8" in precisions else "")
+    implicit = ("./build_engine.sh int8 implicit   # TensorRT 10.x only: FP32 ONNX + --int8 --calib=calib.cache\n"
+                if has_cache else "")
+    return f"""# unet-edge Jetson bundle: {", ".join(meta.class_names[:6])}{", ..." if len(meta.class_names) > 6 else ""}
+
+U-Net semantic segmentation ({meta.num_classes} classes, input {h}x{w}) ready to be built into a TensorRT
+engine on an NVIDIA Jetson.
+
+| file | what |
+|---|---|
+{files}
+{cache}| `metadata.json` | model metadata (classes, palette, normalization) and SHA-256 of every file |
+| `build_engine.sh` | builds `model_<precision>.engine` + its `.json` sidecar on the device |
+| `engine_sidecars/` | sidecar templates filled in by `build_engine.sh` |
+
+## Target
+
+* **JetPack 6.1 / 6.2 (L4T r36.4) = TensorRT 10.3** on Jetson Orin. JetPack 6.0 ships TensorRT 8.6,
+  which unet-edge does not support: upgrade JetPack.
+* TensorRT 11 (newer JetPack): only the explicit recipes (FP16 ONNX, Q/DQ INT8 ONNX) exist; TensorRT 11
+  removed `--fp16`, `--int8` and `--calib`.
+
+## Build the engine (on the Jetson)
+
+```bash
+./build_engine.sh                 # FP16 (default): builds model_fp16.engine
+{int8}{implicit}./build_engine.sh fp32
+```
+
+The script detects the TensorRT version (`trtexec --version`, then dpkg, then the Python bindings).
+If `unet-edge` is installed and can import `tensorrt`, it runs `unet-edge build` (TensorRT Python API);
+otherwise it runs `trtexec` (`/usr/src/tensorrt/bin/trtexec` on JetPack; override with `TRTEXEC=...`).
+Each engine gets a `<engine>.json` sidecar (TensorRT version, GPU, precision, I/O) that `unet-edge`
+checks before loading it.
+Workspace limit: {options.workspace_mib} MiB{"; the ONNX has dynamic batch/H/W, built for (1, 3, " + f"{h}, {w})" if dynamic else ""}.
+For DLA: `unet-edge build . --out model_dla.engine --mode implicit --precision fp16 --dla-core 0`.
+
+**Engines are not portable.** A plan only runs with the TensorRT version and GPU it was built with:
+do not copy `.engine` files between devices or across JetPack upgrades. Build on each device; rebuild
+after upgrading JetPack/TensorRT (unet-edge refuses a mismatched engine and prints the rebuild command).
+
+## Run
+
+```bash
+# on the Jetson: install unet-edge and pycuda in a Python environment that sees JetPack's tensorrt
+# bindings and system OpenCV (e.g. python3 -m venv --system-site-packages ~/unet-edge-env)
+unet-edge run model_fp16.engine --source 0                         # USB camera
+unet-edge run model_fp16.engine --source video.mp4
+unet-edge run model_fp16.engine --source "{JETSON_CSI_PIPELINE}"
+```
+
+**CSI cameras** are read through GStreamer's `nvarguscamerasrc` (the pipeline above; `sensor-id=N`
+selects the camera). That needs an OpenCV built with GStreamer: use the **system OpenCV** that JetPack
+installs (`sudo apt install python3-opencv`; check with
+`python3 -c "import cv2; print(cv2.getBuildInformation())" | grep GStreamer`). The `opencv-python` wheels
+from pip have **no GStreamer**: uninstall them (`pip uninstall opencv-python opencv-python-headless`)
+in the environment that runs unet-edge, or create it with `--system-site-packages`.
+
+For stable timings: `sudo nvpmodel -m 0 && sudo jetson_clocks`.
+"""
+
+
+def write_jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
+                        default_precision: str = "fp16") -> Path:
+    """Write a self-contained Jetson bundle (see module docstring).
+
+    Args:
+        export_dir: output folder of ``unet-edge export`` (``model_fp32.onnx`` required).
+        out_dir: bundle folder (created; files in it are replaced atomically). Must differ from
+            ``export_dir``.
+        options: build options baked into the recipes (workspace MiB, shapes, opt level, version
+            compatibility); ``precision``/``mode`` are chosen when running ``build_engine.sh``;
+            ``dla_core``, ``timing_cache`` and ``calib_cache`` are dropped (DLA engines are built on
+            the device with ``unet-edge build --dla-core``; host cache paths mean nothing there).
+        default_precision: precision ``build_engine.sh`` builds without arguments.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ArtifactError: ``model_fp32.onnx`` (or a sidecar) is missing; a calibration cache is malformed.
+        ExportError: ``out_dir`` is ``export_dir``; the default precision has no ONNX.
+    """
+    from calibration.cache import read_calibration_cache
+
+    from ..artifacts import read_meta
+
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    # DLA engines are built on the target with `unet-edge build --dla-core`; host paths (timing and
+    # calibration caches) mean nothing on the device
+    options = dataclasses.replace(options or BuildOptions(), dla_core=None, timing_cache=None, calib_cache=None)
+    if not (export_dir / ONNX_NAMES["fp32"]).is_file():
+        raise ArtifactError(f"{export_dir / ONNX_NAMES['fp32']} not found; run `unet-edge export <checkpoint> "
+                            f"--out {export_dir} --fp16 --int8 --calib-data <dataset>` first")
+    if out_dir.resolve() == export_dir.resolve():
+        raise ExportError("the Jetson bundle folder must differ from the export folder")
+    precisions = [p for p in ("fp32", "fp16", "int8") if (export_dir / ONNX_NAMES[p]).is_file()]
+    if default_precision not in precisions:
+        raise ExportError(f"default precision {default_precision} has no {ONNX_NAMES[default_precision]} in {export_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, metas = {}, {}
+    for p in precisions:
+        src = export_dir / ONNX_NAMES[p]
+        metas[p] = read_meta(src)
+        _copy(src, out_dir / src.name)
+        if sidecar_path(src).is_file():
+            _copy(sidecar_path(src), sidecar_path(out_dir / src.name))
+        else:
+            write_json_atomic(sidecar_path(out_dir / src.name), metas[p].to_dict())
+        files[src.name] = _sha256(out_dir / src.name)
+    has_cache = (export_dir / CALIB_CACHE_NAME).is_file()
+    if has_cache:
+        read_calibration_cache(export_dir / CALIB_CACHE_NAME)  # refuse a malformed cache early
+        _copy(export_dir / CALIB_CACHE_NAME, out_dir / CALIB_CACHE_NAME)
+        files[CALIB_CACHE_NAME] = _sha256(out_dir / CALIB_CACHE_NAME)
+    meta = metas["fp32"]
+    io, dynamic = _onnx_io(out_dir / ONNX_NAMES["fp32"], meta)
+    profiles = {}
+    if dynamic or options.opt_shape is not None:
+        shapes = (options.min_shape, options.opt_shape, options.max_shape) if options.opt_shape else ((1, 3, *meta.input_size),) * 3
+        profiles = {meta.input_name: dict(zip(("min", "opt", "max"), (list(s) for s in shapes)))}
+    for p in precisions:
+        text = _sidecar_template(metas[p], p, io, profiles, options, ONNX_NAMES[p], files[ONNX_NAMES[p]])
+        write_text_atomic(out_dir / SIDECAR_DIR / f"model_{p}.engine.json.in", text)
+    recipes = _recipes(precisions, options, meta, dynamic, has_cache)
+    script = out_dir / SCRIPT_NAME
+    write_text_atomic(script, build_script(recipes, default_precision))
+    os.chmod(script, 0o755)
+    write_text_atomic(out_dir / "README.md", _readme(meta, precisions, has_cache, dynamic, options))
+    write_json_atomic(out_dir / "metadata.json", {
+        "model": meta.to_dict(),
+        "bundle": {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "target": "Jetson, JetPack 6.1/6.2 (TensorRT 10.3); TensorRT 11: explicit recipes only",
+            "precisions": precisions,
+            "calibration_cache": has_cache,
+            "dynamic": dynamic,
+            "build_options": options.to_dict(),
+            "trtexec": recipes,
+            "files": files,
+        },
+    })
+    return out_dir
