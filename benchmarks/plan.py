@@ -1,0 +1,330 @@
+"""Which rows a benchmark has: one per backend x precision x device for one trained model.
+
+:func:`plan_rows` expands export folders, checks that every artifact is the same model, finds the
+checkpoint for the PyTorch rows (given, or ``extra.source_checkpoint`` of the ONNX/TorchScript
+metadata when that file exists) and lists every row of the matrix: runnable rows, and rows that
+cannot run here as ``skipped`` with the reason. No backend ever stands in for another.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unet_edge.artifacts import artifact_kind, read_meta
+from unet_edge.errors import ArtifactError, BackendUnavailableError
+from unet_edge.metadata import ModelMeta
+
+#: Export-folder file names (mirrors ``unet_edge.export.pipeline.FILES``) in row order.
+EXPORT_FILES = ("model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+#: Precisions each artifact family is expected to offer; missing ones become skipped rows.
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
+#: Backend display names.
+BACKEND_NAMES = {"pytorch": "PyTorch eager", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime",
+                 "tensorrt": "TensorRT"}
+
+
+@dataclass
+class RowSpec:
+    """One planned row.
+
+    Attributes:
+        backend: ``pytorch``, ``torchscript``, ``onnxruntime`` or ``tensorrt``.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
+        device: ``cpu`` or ``cuda``.
+        path: the artifact (None for a skipped row without one).
+        load_precision: precision passed to ``load_backend`` (PyTorch/TorchScript rows), else None.
+        status: ``planned`` (to measure), ``skipped``; the runner sets ``ok`` or ``failed``.
+        reason: why a row is skipped or failed.
+        variant: distinguishes two rows of one backend/precision/device (e.g. ``dynamic``).
+        notes: short remarks shown in the notes column (static batch chunking, emulated bf16, ...).
+        static_batch: batch size of a static-batch ONNX graph (None: dynamic or not ONNX).
+    """
+
+    backend: str
+    precision: str
+    device: str
+    path: str | None = None
+    load_precision: str | None = None
+    status: str = "planned"
+    reason: str = ""
+    variant: str = ""
+    notes: list[str] = field(default_factory=list)
+    static_batch: int | None = None
+
+    @property
+    def id(self) -> str:
+        """Unique row key, ``backend/precision/device[/variant]``, e.g. ``onnxruntime/int8/cpu``."""
+        return "/".join([self.backend, self.precision, self.device] + ([self.variant] if self.variant else []))
+
+    @property
+    def label(self) -> str:
+        """Human label, e.g. ``ONNX Runtime INT8 (cpu)``."""
+        v = f" [{self.variant}]" if self.variant else ""
+        return f"{BACKEND_NAMES.get(self.backend, self.backend)} {self.precision.upper()}{v} ({self.device})"
+
+
+@dataclass
+class Plan:
+    """The rows, the model's metadata, the checkpoint used for PyTorch rows and planning notes."""
+
+    rows: list[RowSpec]
+    meta: ModelMeta
+    checkpoint: str | None
+    input_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+
+
+def expand_artifacts(paths: list[str]) -> list[Path]:
+    """Files to benchmark: files as given; a folder expands to the export files it holds
+    (:data:`EXPORT_FILES`, then TensorRT engines ``*.engine``/``*.plan``/``*.trt``, then
+    ``best.pt`` for a training run folder). Duplicates are dropped.
+
+    Raises:
+        ArtifactError: a path does not exist or a folder holds none of these files.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = [p / n for n in EXPORT_FILES if (p / n).is_file()]
+            found += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in ENGINE_SUFFIXES)
+            if (p / "best.pt").is_file():
+                found.append(p / "best.pt")
+            if not found:
+                raise ArtifactError(f"{p} is a folder without export artifacts ({', '.join(EXPORT_FILES)}, "
+                                    "*.engine) or best.pt; pass the files or an `unet-edge export` folder")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ArtifactError(f"artifact not found: {p}")
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def onnx_input_shape(path: str | Path) -> list:
+    """Input dims of an ONNX graph: ints for static dims, strings for symbolic ones."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 arithmetic (x86 avx512_bf16 / amx_bf16, ARM bf16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags |= set(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def tensorrt_installed() -> bool:
+    """True when the ``tensorrt`` Python package can be found (not imported here)."""
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def _same_model(metas: dict[Path, ModelMeta]) -> None:
+    items = list(metas.items())
+    p0, m0 = items[0]
+    for p, m in items[1:]:
+        if m.arch != m0.arch or list(m.class_names) != list(m0.class_names):
+            raise ArtifactError(
+                f"{p} is a different model than {p0} (architecture {m.arch} vs {m0.arch}, "
+                f"{len(m.class_names)} vs {len(m0.class_names)} classes); a benchmark compares the artifacts of "
+                "one trained model: bench each model separately and use `bench --compare`")
+
+
+def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int, int] | None = None) -> Plan:
+    """Plan the benchmark matrix.
+
+    Args:
+        artifacts: checkpoints, TorchScript, ONNX, engines and/or export folders.
+        device: ``cpu`` (CPU rows only), ``cuda`` (GPU rows only), ``auto`` (CPU rows, plus GPU rows
+            when CUDA is available).
+        input_size: (H, W) to benchmark at (None: the metadata's).
+
+    Returns:
+        a :class:`Plan`; the baseline (PyTorch eager FP32) is the first row of its device group.
+
+    Raises:
+        ArtifactError: unknown/corrupt artifacts, artifacts of different models, two checkpoints.
+        BackendUnavailableError: ``device="cuda"`` without a CUDA device.
+    """
+    import torch
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise BackendUnavailableError(f"--device must be cpu, cuda or auto; got {device!r}")
+    cuda_ok = torch.cuda.is_available()
+    if device == "cuda" and not cuda_ok:
+        raise BackendUnavailableError("--device cuda but this PyTorch has no CUDA device "
+                                      "(torch.cuda.is_available() is False); use --device cpu or auto")
+    files = expand_artifacts(artifacts)
+    kinds = {p: artifact_kind(p) for p in files}
+    metas = {p: read_meta(p) for p in files}
+    _same_model(metas)
+    notes: list[str] = []
+
+    ckpts = [p for p in files if kinds[p] == "checkpoint"]
+    if len(ckpts) > 1:
+        raise ArtifactError(f"{len(ckpts)} checkpoints given ({', '.join(map(str, ckpts))}); give one: the "
+                            "benchmark compares the artifacts of one trained model")
+    checkpoint = str(ckpts[0]) if ckpts else None
+    sources = {str(m.extra.get("source_checkpoint")) for p, m in metas.items()
+               if kinds[p] != "checkpoint" and m.extra.get("source_checkpoint")}
+    if checkpoint is None:
+        existing = [s for s in sorted(sources) if Path(s).is_file()]
+        if existing:
+            checkpoint = existing[0]
+            notes.append(f"PyTorch rows use {checkpoint}, the source_checkpoint recorded in the exported metadata")
+            metas[Path(checkpoint)] = read_meta(checkpoint)
+            _same_model(metas)
+    elif sources and all(Path(s).resolve() != Path(checkpoint).resolve() for s in sources):
+        notes.append(f"the exported artifacts record source checkpoint(s) {', '.join(sorted(sources))}, not "
+                     f"{checkpoint}: argmax agreement shows whether the weights match")
+    meta = metas[Path(checkpoint)] if checkpoint else next(iter(metas.values()))
+    size = tuple(input_size) if input_size else tuple(meta.input_size)
+
+    cpu_on = device in ("cpu", "auto")
+    gpu_on = device in ("cuda", "auto") and cuda_ok
+    rows: list[RowSpec] = []
+
+    def gpu_skip_reason() -> str | None:
+        if not cuda_ok:
+            return "no CUDA device (torch.cuda.is_available() is False)"
+        if not gpu_on:
+            return "not requested (--device cpu)"
+        return None
+
+    cpu_skip = None if cpu_on else "not requested (--device cuda)"
+    no_ckpt = ("no checkpoint given (and no source_checkpoint in the exported metadata exists here); "
+               "pass best.pt for the PyTorch rows")
+
+    # --- CPU rows
+    for prec in ("fp32", "bf16"):
+        r = RowSpec("pytorch", prec, "cpu", checkpoint, load_precision=prec)
+        if cpu_skip:
+            r.status, r.reason = "skipped", cpu_skip
+        elif not checkpoint:
+            r.status, r.reason = "skipped", no_ckpt
+        elif prec == "bf16":
+            r.notes.append("autocast bf16" + ("" if cpu_has_native_bf16() else "; CPU has no native bf16 (emulated)"))
+        rows.append(r)
+    ts_files = [p for p in files if kinds[p] == "torchscript"]
+    for p in ts_files:
+        r = RowSpec("torchscript", "fp32", "cpu", str(p), load_precision="fp32")
+        if cpu_skip:
+            r.status, r.reason = "skipped", cpu_skip
+        elif tuple(metas[p].input_size) != size:
+            r.status, r.reason = "skipped", (f"traced at {metas[p].input_size[0]}x{metas[p].input_size[1]}, "
+                                             f"benchmark input {size[0]}x{size[1]}")
+        rows.append(r)
+    if not ts_files:
+        rows.append(RowSpec("torchscript", "fp32", "cpu", status="skipped",
+                            reason=cpu_skip or "no TorchScript given (unet-edge export writes model.ts)"))
+    onnx_files = [p for p in files if kinds[p] == "onnx"]
+    onnx_rows = _onnx_rows(onnx_files, metas, "cpu", size, cpu_skip)
+    rows += onnx_rows
+
+    # --- GPU rows
+    g = gpu_skip_reason()
+    for prec in ("fp32", "fp16"):
+        r = RowSpec("pytorch", prec, "cuda", checkpoint, load_precision=prec)
+        if g:
+            r.status, r.reason = "skipped", g
+        elif not checkpoint:
+            r.status, r.reason = "skipped", no_ckpt
+        elif prec == "fp16":
+            r.notes.append("autocast fp16")
+        rows.append(r)
+    if gpu_on and onnx_files:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            rows += [r for r in _onnx_rows(onnx_files, metas, "cuda", size, None) if r.path]
+        else:
+            rows.append(RowSpec("onnxruntime", "fp32", "cuda", status="skipped",
+                                reason="ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)"))
+    engines = [p for p in files if kinds[p] == "engine"]
+    trt_ok = tensorrt_installed()
+    for p in engines:
+        r = RowSpec("tensorrt", metas[p].precision, "cuda", str(p))
+        reasons = [x for x in (g, None if trt_ok else "TensorRT not installed") if x]
+        if reasons:
+            r.status, r.reason = "skipped", "; ".join(reasons)
+        rows.append(r)
+    have = {metas[p].precision for p in engines}
+    for prec in TRT_PRECISIONS:
+        if prec not in have:
+            reasons = [x for x in (g, None if trt_ok else "TensorRT not installed") if x]
+            reasons.append(f"no {prec.upper()} engine given")
+            rows.append(RowSpec("tensorrt", prec, "cuda", status="skipped", reason="; ".join(reasons)))
+
+    _dedupe(rows)
+    if not any(r.status == "planned" for r in rows):
+        notes.append("no row can run on this host")
+    return Plan(rows=rows, meta=meta, checkpoint=checkpoint, input_size=size, notes=notes,
+                artifacts=[str(p) for p in files])
+
+
+def _onnx_rows(onnx_files: list[Path], metas: dict, device: str, size: tuple[int, int], skip: str | None) -> list[RowSpec]:
+    rows = []
+    for p in onnx_files:
+        m = metas[p]
+        r = RowSpec("onnxruntime", m.precision, device, str(p))
+        try:
+            shape = onnx_input_shape(p)
+        except Exception as e:  # noqa: BLE001 - reported as a failed row at load time anyway
+            shape = []
+            r.notes.append(f"cannot read input shape ({type(e).__name__})")
+        if len(shape) == 4:
+            b, h, w = shape[0], shape[2], shape[3]
+            if isinstance(b, int) and b > 0:
+                r.static_batch = b
+            else:
+                r.notes.append("dynamic batch")
+            if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 and (h, w) != tuple(size):
+                r.status, r.reason = "skipped", f"static input {h}x{w}, benchmark input {size[0]}x{size[1]}"
+        if skip:
+            r.status, r.reason = "skipped", skip
+        rows.append(r)
+    have = {metas[p].precision for p in onnx_files}
+    for prec in ONNX_PRECISIONS:
+        if prec not in have:
+            hint = {"fp32": "unet-edge export writes model_fp32.onnx", "fp16": "unet-edge export --fp16",
+                    "int8": "unet-edge export --int8 --calib-data DIR"}[prec]
+            rows.append(RowSpec("onnxruntime", prec, device, status="skipped",
+                                reason=skip or f"no {prec.upper()} ONNX given ({hint})"))
+    order = {p: i for i, p in enumerate(ONNX_PRECISIONS)}
+    rows.sort(key=lambda r: order.get(r.precision, 9))
+    return rows
+
+
+def _dedupe(rows: list[RowSpec]) -> None:
+    """Give rows sharing backend/precision/device a variant: ``dynamic``/``static`` or the file stem."""
+    groups: dict[str, list[RowSpec]] = {}
+    for r in rows:
+        groups.setdefault(r.id, []).append(r)
+    for rs in groups.values():
+        if len(rs) < 2:
+            continue
+        kinds = ["dynamic" if (r.path and r.static_batch is None and r.backend == "onnxruntime") else "static" for r in rs]
+        if len(set(kinds)) == len(rs):
+            for r, k in zip(rs, kinds):
+                r.variant = k
+        else:
+            for r in rs:
+                r.variant = Path(r.path).stem if r.path else "missing"

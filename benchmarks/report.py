@@ -1,0 +1,391 @@
+"""Report writers: Markdown (``bench.md``), JSON (``bench.json``), CSV (``bench.csv`` one line per
+row, ``bench_stream.csv`` one line per streaming row) and the rich console table.
+
+Units everywhere: latency in ms, throughput in FPS (images per second), sizes and memory in MB
+(1e6 bytes), mIoU and agreement as fractions in JSON/CSV and as percent / points in Markdown.
+Every file is written atomically (``unet_edge.io_utils``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Callable
+
+from unet_edge.io_utils import write_json_atomic, write_text_atomic
+
+from .hostinfo import host_summary
+
+STAGES = ("read", "preprocess", "infer", "postprocess", "overlay", "write")
+FILE_NAMES = {"markdown": "bench.md", "json": "bench.json", "csv": "bench.csv", "stream_csv": "bench_stream.csv"}
+
+#: Column glossary, shared by the Markdown report and benchmarks/README.md.
+COLUMNS = {
+    "p50 / p90 / p99 ms": "latency percentiles of one batch-1 inference call (ms), after warmup; the median (p50) "
+                          "is the number to quote, p90/p99 show the tail",
+    "mean ± std ms": "mean and standard deviation of the same calls (ms)",
+    "FPS@1": "images per second at batch 1, 1000 / p50",
+    "FPS@B": "images per second at the larger batch B, 1000 * B / p50 of a batch-B call",
+    "Speedup": "baseline p50 / row p50 at batch 1 (the baseline is 1.00x; >1 is faster)",
+    "mIoU": "mean intersection-over-union over the classes on the evaluated split, void pixels excluded",
+    "ΔmIoU pt": "row mIoU - baseline mIoU, in points (1 point = 0.01 mIoU)",
+    "Agree %": "pixels whose predicted class equals the baseline's, over all evaluated images at the model input size",
+    "Peak MB": "peak resident memory (RSS) above the process before loading, while loading and running batch 1, "
+               "measured in a separate pass; GPU rows add device memory",
+    "Size MB": "artifact file size on disk",
+}
+
+
+def planned_files(report_dir: str | Path) -> dict:
+    """Paths of the text reports in ``report_dir`` (keys of :data:`FILE_NAMES`)."""
+    d = Path(report_dir)
+    return {k: str(d / v) for k, v in FILE_NAMES.items()}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def fmt(v, nd: int = 2, suffix: str = "") -> str:
+    """Number -> fixed decimals (``-`` for None)."""
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v != v:  # NaN
+        return "-"
+    return f"{v:.{nd}f}{suffix}"
+
+
+def pct(v, nd: int = 2) -> str:
+    """Fraction -> percent string (``-`` for None)."""
+    return "-" if v is None else f"{100 * v:.{nd}f}"
+
+
+def pts(v, nd: int = 2) -> str:
+    """mIoU difference (fraction) -> signed points."""
+    return "-" if v is None else f"{100 * v:+.{nd}f}"
+
+
+def peak_mb(row: dict) -> float | None:
+    """The Peak MB column: RSS peak at batch 1 (+ GPU peak on CUDA rows)."""
+    m = row.get("memory") or {}
+    v = m.get("rss_peak_b1_mb")
+    if v is None:
+        return None
+    return v + (m.get("gpu_peak_mb") or 0.0)
+
+
+def row_notes(row: dict) -> str:
+    """Notes column: baseline/best marks, skip/failure reason and the row's notes."""
+    parts = []
+    if row.get("baseline"):
+        parts.append("BASELINE")
+    if row.get("best"):
+        parts.append("BEST")
+    if row["status"] != "ok":
+        parts.append(f"{row['status']}: {row.get('reason', '')}")
+    parts += row.get("notes") or []
+    mem = row.get("memory") or {}
+    if mem.get("error"):
+        parts.append(f"memory: {mem['error']}")
+    return "; ".join(parts)
+
+
+def _md_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- markdown
+
+
+def _headline(result: dict) -> list[str]:
+    rows = {r["id"]: r for r in result["rows"]}
+    out = []
+    base = rows.get(result.get("baseline"))
+    best = rows.get(result.get("best"))
+    if base:
+        acc = f", mIoU {fmt(base.get('miou'), 4)}" if base.get("miou") is not None else ""
+        out.append(f"- **Baseline**: {base['label']}: p50 {fmt(base['latency_ms']['p50'])} ms "
+                   f"({fmt(base.get('fps_b1'), 1)} FPS){acc}")
+    if best:
+        acc = (f", mIoU {fmt(best.get('miou'), 4)} ({pts(best.get('delta_miou'))} pt)" if best.get("miou") is not None
+               else f", agreement {pct(best.get('agreement'))} %")
+        tol = result["settings"].get("miou_tolerance", 1.0)
+        out.append(f"- **Best** (fastest p50 with mIoU within {tol:g} pt of the baseline): {best['label']}: "
+                   f"p50 {fmt(best['latency_ms']['p50'])} ms, **{fmt(best.get('speedup'))}x** the baseline{acc}")
+    return out
+
+
+def _main_rows(result: dict) -> list[list]:
+    b = result["settings"].get("batch", 8)
+    out = []
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r["latency_ms"]
+        name = r["label"] + (" ★" if r.get("best") else "")
+        out.append([
+            f"**{name}**" if r.get("baseline") or r.get("best") else name, fmt(lat["p50"]), fmt(lat["p90"]),
+            fmt(lat["p99"]), f"{fmt(lat['mean'])} ± {fmt(lat['std'])}", fmt(r.get("fps_b1"), 1),
+            fmt(r.get("fps_batch"), 1), fmt(r.get("speedup"), 2, "x"), fmt(r.get("miou"), 4), pts(r.get("delta_miou")),
+            pct(r.get("agreement")), fmt(peak_mb(r), 1), fmt(r.get("size_mb"), 2), row_notes(r),
+        ])
+    return out
+
+
+def main_header(batch: int) -> list[str]:
+    return ["Backend / precision (device)", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "FPS@1",
+            f"FPS@{batch}", "Speedup", "mIoU", "ΔmIoU pt", "Agree %", "Peak MB", "Size MB", "Notes"]
+
+
+def to_markdown(result: dict) -> str:
+    """The Markdown report."""
+    s = result["settings"]
+    h = result["host"]
+    m = result["model"]
+    git = h.get("git") or {}
+    commit = (git.get("commit") or "")[:10] + ("+dirty" if git.get("dirty") else "") if git.get("commit") else "n/a"
+    files = result.get("files", {})
+    L = [f"# unet-edge benchmark: {result['label']}", ""]
+    arch = m.get("arch") or {}
+    model_line = (f"Model: U-Net base {arch.get('base_channels')} ch, depth {arch.get('depth')}, {m['num_classes']} classes"
+                  + (f", {m['params'] / 1e6:.2f} M params" if m.get("params") else "")
+                  + (f", {m['gmacs']:.2f} GMACs/image" if m.get("gmacs") else "")
+                  + f"; input {s['input_size'][0]}x{s['input_size'][1]}")
+    L += [model_line + "  ", f"Host: {host_summary(h)}  ", f"Date: {h.get('date')}, commit {commit}", ""]
+    L += _headline(result) + [""]
+    L += ["## Results (batch 1 latency, larger-batch throughput, accuracy)", ""]
+    L += [_md_table(main_header(s.get("batch", 8)), _main_rows(result), "l" + "r" * 12 + "l"), ""]
+    eval_desc = (f"mIoU on {s.get('eval_images')} images of the `{s.get('eval_split')}` split" if s.get("eval_split")
+                 else "no dataset: no mIoU")
+    L += [f"{s['iters']} timed calls per row after {s['warmup']} warmup calls; threads: {s['threads']}; inputs: "
+          f"{s['inputs']}. FPS@{s['batch']}: {s['batch_iters']} calls of batch {s['batch']}. {eval_desc}. "
+          f"Timer: {', '.join(s.get('timers') or ['-'])}.", ""]
+    skipped = [r for r in result["rows"] if r["status"] != "ok"]
+    if skipped:
+        L += ["### Not run on this host", ""]
+        L += [_md_table(["Backend / precision (device)", "Status", "Reason"],
+                        [[r["label"], r["status"], r.get("reason", "")] for r in skipped], "lll"), ""]
+    ok = [r for r in result["rows"] if r["status"] == "ok" and r.get("per_class_iou")]
+    if ok:
+        classes = list(ok[0]["per_class_iou"])
+        L += ["## Per-class IoU", ""]
+        hdr = ["Class"] + [r["label"] for r in ok]
+        body = [[c] + [fmt(r["per_class_iou"].get(c), 4) for r in ok] for c in classes]
+        body.append(["**mIoU**"] + [f"**{fmt(r.get('miou'), 4)}**" for r in ok])
+        L += [_md_table(hdr, body), ""]
+    if result.get("streaming"):
+        L += ["## End-to-end streaming (read → preprocess → infer → postprocess → overlay → write)", ""]
+        body = []
+        for st in result["streaming"]:
+            if st.get("status") != "ok":
+                body.append([st["label"], st["role"], "failed", "-"] + ["-"] * len(STAGES) + ["-"])
+                continue
+            stages = st["stages"]
+            body.append([st["label"], st["role"], fmt(st["fps"], 1), fmt(st["infer_fps"], 1)]
+                        + [fmt(stages[k]["mean_ms"]) for k in STAGES] + [st["frames"]])
+        L += [_md_table(["Backend", "Role", "FPS end-to-end", "FPS infer only"] + [f"{k} ms" for k in STAGES] + ["frames"],
+                        body, "ll" + "r" * (len(STAGES) + 3)), ""]
+        L += [f"Video: {s.get('stream_video')}. Stages are per-frame means (ms). Three threads overlap the stages "
+              "(reader: read + preprocess; main: infer + postprocess; writer: overlay + write), so end-to-end FPS "
+              "is bounded by the slowest thread, not by the sum of the stages.", ""]
+    charts = [(k, v) for k, v in files.items() if str(v).endswith(".png")]
+    if charts:
+        L += ["## Charts", ""]
+        titles = {"latency_vs_miou": "Latency vs accuracy", "latency_dist": "Latency distribution",
+                  "stream_stages": "Where streaming time goes"}
+        for k, v in charts:
+            L += [f"![{titles.get(k, k)}]({Path(v).name})", ""]
+    L += ["## Memory (separate pass, MB above the process before loading)", ""]
+    mem_rows = []
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            continue
+        mm = r.get("memory") or {}
+        mem_rows.append([r["label"], fmt(mm.get("rss_load_mb"), 1), fmt(mm.get("rss_peak_b1_mb"), 1),
+                         fmt(mm.get("rss_peak_batch_mb"), 1), fmt(mm.get("gpu_peak_mb"), 1),
+                         mm.get("mode", "off") + (f" ({mm['error']})" if mm.get("error") else "")])
+    L += [_md_table(["Backend", "RSS after load", "peak RSS batch 1", f"peak RSS batch {s['batch']}", "GPU peak", "how"],
+                    mem_rows, "lrrrrl"), ""]
+    L += ["## Host", ""]
+    cpu = h.get("cpu", {})
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in (cpu.get("flags") or {}).items())
+    gpu = h.get("gpu")
+    v = h.get("versions", {})
+    host_rows = [
+        ["CPU", f"{cpu.get('model')} ({cpu.get('cores_physical')} physical / {cpu.get('cores_logical')} logical cores, "
+                f"{cpu.get('affinity')} usable; governor {cpu.get('governor') or 'n/a'})"],
+        ["CPU flags", flags or "-"],
+        ["PyTorch CPU kernels", f"{(h.get('torch') or {}).get('cpu_capability')}, oneDNN {(h.get('torch') or {}).get('mkldnn')}"],
+        ["Memory", f"{h.get('memory_gb')} GB"],
+        ["GPU", (f"{gpu['name']} (sm {gpu['capability']}, {gpu['memory_gb']} GB, driver {gpu.get('driver')}, CUDA "
+                 f"{gpu.get('cuda_runtime')}, cuDNN {gpu.get('cudnn')}" + (f", {gpu['l4t']}" if gpu.get("l4t") else "") + ")")
+                if gpu else "none"],
+        ["OS", h.get("os")],
+        ["Versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)],
+        ["ONNX Runtime providers", ", ".join(h.get("onnxruntime_providers") or [])],
+        ["Load average (1/5/15 min)", f"start {h.get('load_avg')}, end {result.get('load_avg_end')}"],
+        ["Git commit", (git.get("commit") or "n/a") + (" (uncommitted changes)" if git.get("dirty") else "")],
+        ["Date", h.get("date")],
+    ]
+    L += [_md_table(["", ""], host_rows, "ll"), ""]
+    L += ["## Settings", ""]
+    keys = ["threads", "iters", "warmup", "batch", "batch_iters", "batch_warmup", "pool", "eval_batch", "limit",
+            "device", "memory", "miou_tolerance", "data", "split", "video", "stream_frames"]
+    L += [_md_table(["setting", "value"], [[k, s.get(k)] for k in keys], "ll"), ""]
+    if s.get("command"):
+        L += ["Command:", "", "```", s["command"], "```", ""]
+    if result.get("notes"):
+        L += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    L += ["## Columns", ""] + [f"- **{k}**: {v}" for k, v in COLUMNS.items()] + [""]
+    return "\n".join(L)
+
+
+# ------------------------------------------------------------------------------------------- csv
+
+
+CSV_FIELDS = ["id", "label", "backend", "precision", "device", "variant", "status", "reason", "baseline", "best",
+              "artifact", "size_mb", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "n",
+              "batch", "batch_p50_ms", "batch_p90_ms", "fps_b1", "fps_batch", "speedup", "speedup_batch", "miou",
+              "delta_miou", "pixel_accuracy", "agreement", "rss_load_mb", "rss_peak_b1_mb", "rss_peak_batch_mb",
+              "gpu_peak_mb", "notes"]
+
+
+def to_csv(result: dict) -> str:
+    """One line per row (:data:`CSV_FIELDS` then ``iou_<class>`` columns)."""
+    classes = list(result["model"].get("classes") or [])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS + [f"iou_{c}" for c in classes])
+    for r in result["rows"]:
+        lat = r.get("latency_ms") or {}
+        bl = r.get("batch_latency_ms") or {}
+        mem = r.get("memory") or {}
+        vals = {**{k: r.get(k) for k in CSV_FIELDS}, "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"),
+                "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"), "std_ms": lat.get("std"), "min_ms": lat.get("min"),
+                "max_ms": lat.get("max"), "n": lat.get("n"), "batch_p50_ms": bl.get("p50"), "batch_p90_ms": bl.get("p90"),
+                "rss_load_mb": mem.get("rss_load_mb"), "rss_peak_b1_mb": mem.get("rss_peak_b1_mb"),
+                "rss_peak_batch_mb": mem.get("rss_peak_batch_mb"), "gpu_peak_mb": mem.get("gpu_peak_mb"),
+                "notes": "; ".join(r.get("notes") or [])}
+        pc = r.get("per_class_iou") or {}
+        w.writerow([_csv_val(vals[k]) for k in CSV_FIELDS] + [_csv_val(pc.get(c)) for c in classes])
+    return buf.getvalue()
+
+
+def stream_csv(result: dict) -> str:
+    """One line per streaming row: FPS and per-stage mean / p50 ms."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "label", "role", "status", "frames", "wall_s", "fps", "infer_fps"]
+               + [f"{s}_{q}_ms" for s in STAGES for q in ("mean", "p50")])
+    for st in result.get("streaming") or []:
+        stages = st.get("stages") or {}
+        w.writerow([st.get("id"), st.get("label"), st.get("role"), st.get("status"), st.get("frames"), st.get("wall_s"),
+                    _csv_val(st.get("fps")), _csv_val(st.get("infer_fps"))]
+                   + [_csv_val((stages.get(s) or {}).get(f"{q}_ms")) for s in STAGES for q in ("mean", "p50")])
+    return buf.getvalue()
+
+
+def _csv_val(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_reports(result: dict, report_dir: str | Path) -> dict:
+    """Write bench.json, bench.md, bench.csv, bench_stream.csv into ``report_dir``; returns their paths."""
+    files = planned_files(report_dir)
+    write_json_atomic(files["json"], result)
+    write_text_atomic(files["markdown"], to_markdown(result))
+    write_text_atomic(files["csv"], to_csv(result))
+    write_text_atomic(files["stream_csv"], stream_csv(result))
+    return files
+
+
+# ---------------------------------------------------------------------------------------- console
+
+
+def rich_tables(result: dict) -> list:
+    """The console tables: results of the rows that ran, rows not run with their reasons, streaming."""
+    from rich.table import Table
+
+    s = result["settings"]
+    t = Table(title=f"unet-edge bench: {result['label']} (input {s['input_size'][0]}x{s['input_size'][1]}, "
+                    f"threads {s['threads']}, {host_summary(result['host'])})", title_justify="left")
+    t.add_column("Backend / precision (device)", no_wrap=True)
+    for c in ["p50 ms", "p90 ms", "p99 ms", "FPS@1", f"FPS@{s['batch']}", "Speedup", "mIoU", "ΔmIoU pt", "Agree %",
+              "Peak MB", "Size MB"]:
+        t.add_column(c, justify="right", no_wrap=True)
+    t.add_column("Notes", overflow="fold", min_width=12)
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r["latency_ms"]
+        style = "bold green" if r.get("best") else ("bold" if r.get("baseline") else None)
+        t.add_row(r["label"], fmt(lat["p50"]), fmt(lat["p90"]), fmt(lat["p99"]), fmt(r.get("fps_b1"), 1),
+                  fmt(r.get("fps_batch"), 1), fmt(r.get("speedup"), 2, "x"), fmt(r.get("miou"), 4),
+                  pts(r.get("delta_miou")), pct(r.get("agreement")), fmt(peak_mb(r), 1), fmt(r.get("size_mb"), 2),
+                  row_notes(r), style=style)
+    out = [t]
+    skipped = [r for r in result["rows"] if r["status"] != "ok"]
+    if skipped:
+        sk = Table(title="not run on this host", title_justify="left")
+        sk.add_column("Backend / precision (device)", no_wrap=True)
+        sk.add_column("Status", no_wrap=True)
+        sk.add_column("Reason", overflow="fold")
+        for r in skipped:
+            sk.add_row(r["label"], r["status"], r.get("reason", ""), style="dim")
+        out.append(sk)
+    if result.get("streaming"):
+        st = Table(title="end-to-end streaming (per-frame mean ms per stage)", title_justify="left")
+        for i, c in enumerate(["Backend", "Role", "FPS", "infer FPS"] + list(STAGES)):
+            st.add_column(c, justify="left" if i < 2 else "right", no_wrap=True)
+        for x in result["streaming"]:
+            if x.get("status") != "ok":
+                st.add_row(x["label"], x["role"], "failed", "-", *(["-"] * len(STAGES)))
+                continue
+            st.add_row(x["label"], x["role"], fmt(x["fps"], 1), fmt(x["infer_fps"], 1),
+                       *[fmt(x["stages"][k]["mean_ms"]) for k in STAGES])
+        out.append(st)
+    return out
+
+
+def emit(renderables: list, log: Callable) -> None:
+    """Send rich renderables to ``log``: as objects to a rich ``Console.print`` (at least 160
+    columns wide when the console is not a terminal, e.g. a log file), else as plain text."""
+    from rich.console import Console
+
+    con = getattr(log, "__self__", None)
+    if isinstance(con, Console):
+        saved = con._width if hasattr(con, "_width") else None
+        widen = not con.is_terminal and con.width < 160
+        try:
+            if widen:
+                con.width = 160  # a log file: do not squeeze the table into 80 columns
+            for r in renderables:
+                con.print(r)
+        finally:
+            if widen:
+                con._width = saved
+        return
+    buf = io.StringIO()
+    plain = Console(file=buf, width=160, no_color=True, highlight=False, emoji=False)
+    for r in renderables:
+        plain.print(r)
+    log(buf.getvalue().rstrip("\n"))
+
+
+def emit_table(result: dict, log: Callable) -> None:
+    """Print the result tables and where the reports are."""
+    emit(rich_tables(result), log)
+    f = result.get("files") or {}
+    if f.get("markdown"):
+        log(f"report: {f['markdown']} (+ bench.json, bench.csv, charts)")
