@@ -259,6 +259,22 @@ def run(
 
 @app.command()
 @handle_errors
+def frames2video(
+    folder: Path = typer.Argument(..., help="Folder of frames (e.g. ../shared/datasets/camvid/val)."),
+    out: Path = typer.Option(..., help="Video to write (.mp4)."),
+    pattern: str = typer.Option("*", help="Glob of the frames to take, e.g. '0016E5_*' for one CamVid sequence."),
+    fps: float = typer.Option(10.0, min=0.1),
+):
+    """Make a video from an image sequence (sorted by name), e.g. a CamVid sequence, to feed `run`."""
+    from unet_edge.runtime.video import frames_to_video, sequence_frames
+
+    frames = sequence_frames(folder, pattern)
+    frames_to_video(frames, out, fps)
+    console.print(f"{out}: {len(frames)} frames at {fps:g} FPS")
+
+
+@app.command()
+@handle_errors
 def bench(
     artifacts: List[Path] = typer.Argument(..., help="Checkpoint (PyTorch eager FP32 baseline), TorchScript, ONNX, TensorRT engines "
                                                      "and/or export folders; with --compare: bench.json reports."),

@@ -269,26 +269,10 @@ def _finish_rows(rows: list[dict], base_id: str | None, opts: BenchOptions, note
 
 def build_video(ds, path: Path, max_frames: int, fps: float = 30.0) -> Path:
     """Write the split's images, in file-name order (CamVid: ``<sequence>_<frame>.png`` is time
-    order), as an MJPG/mp4v video of at most ``max_frames`` frames at the first image's size."""
-    import cv2
+    order), as an mp4 video of at most ``max_frames`` frames at the first image's size."""
+    from unet_edge.runtime.video import frames_to_video
 
-    from unet_edge.data.layouts import read_image
-
-    files = sorted(ds.image_paths(), key=lambda p: p.name)[:max_frames]
-    first = read_image(files[0])
-    h, w = first.shape[:2]
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not vw.isOpened():
-        raise DataError(f"OpenCV cannot write the benchmark video {path}; pass --video FILE")
-    try:
-        for f in files:
-            img = read_image(f)
-            if img.shape[:2] != (h, w):
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-            vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    finally:
-        vw.release()
-    return path
+    return frames_to_video(sorted(ds.image_paths(), key=lambda p: p.name)[:max_frames], path, fps)
 
 
 def _stream_rows(targets: list[tuple[str, dict, RowSpec]], ctx: _Ctx, tmp: Path) -> tuple[list[dict], str | None]:

@@ -92,3 +92,20 @@ def test_bad_inputs_exit_with_clear_errors(args, code, text, tiny_run, folder_da
 def test_train_bad_size_is_a_usage_error(folder_dataset):
     r = runner.invoke(app, ["train", "--data", str(folder_dataset), "--crop", "big"])
     assert r.exit_code == 2 and "HxW" in r.output
+
+
+def test_frames2video_then_run_keeps_every_frame(tiny_run, folder_dataset, tmp_path):
+    video = tmp_path / "seq.mp4"
+    r = invoke("frames2video", folder_dataset / "images", "--out", video, "--pattern", "00*", "--fps", "5")
+    assert r.exit_code == 0, r.output
+    n = len(list((folder_dataset / "images").glob("00*")))
+    assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == n
+    out = tmp_path / "overlay.mp4"
+    r = invoke("run", tiny_run["best"], "--source", video, "--out", out, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.output
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == n and json.loads(r.stdout)["frames"] == n
+    assert invoke("frames2video", tmp_path / "nope", "--out", video).exit_code == 5
