@@ -13,10 +13,12 @@ from pathlib import Path
 
 from unet_edge.artifacts import artifact_kind, read_meta
 from unet_edge.errors import ArtifactError, BackendUnavailableError
+from unet_edge.export.pipeline import FILES as EXPORT_NAMES
 from unet_edge.metadata import ModelMeta
 
 #: Export-folder file names (mirrors ``unet_edge.export.pipeline.FILES``) in row order.
-EXPORT_FILES = ("model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx")
+
+EXPORT_FILES = tuple(EXPORT_NAMES[k] for k in ("torchscript", "fp32", "fp16", "int8", "int8_cpu"))
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 #: Precisions each artifact family is expected to offer; missing ones become skipped rows.
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
@@ -284,7 +286,8 @@ def _onnx_rows(onnx_files: list[Path], metas: dict, device: str, size: tuple[int
     rows = []
     for p in onnx_files:
         m = metas[p]
-        r = RowSpec("onnxruntime", m.precision, device, str(p))
+        r = RowSpec("onnxruntime", m.precision, device, str(p),
+                    variant=m.extra.get("quantization", {}).get("variant", ""))
         try:
             shape = onnx_input_shape(p)
         except Exception as e:  # noqa: BLE001 - reported as a failed row at load time anyway

@@ -126,7 +126,7 @@ def test_plan_lists_every_row_and_skips_with_reasons(checkpoint, export_dir):
     ids = [r.id for r in plan.rows]
     assert plan.checkpoint and Path(plan.checkpoint).resolve() == checkpoint.resolve()
     for rid in ("pytorch/fp32/cpu", "pytorch/bf16/cpu", "torchscript/fp32/cpu", "onnxruntime/fp32/cpu",
-                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu", "pytorch/fp16/cuda", "tensorrt/fp32/cuda",
+                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu/tensorrt-qdq", "onnxruntime/int8/cpu/cpu-u8s8", "pytorch/fp16/cuda", "tensorrt/fp32/cuda",
                 "tensorrt/fp16/cuda", "tensorrt/int8/cuda"):
         assert rid in ids
     by = {r.id: r for r in plan.rows}
@@ -159,7 +159,7 @@ def test_bench_rows_backends_precisions(bench):
     result, _, _ = bench
     rows = _rows(result)
     for rid in ("pytorch/fp32/cpu", "pytorch/bf16/cpu", "torchscript/fp32/cpu", "onnxruntime/fp32/cpu",
-                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu"):
+                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu/tensorrt-qdq", "onnxruntime/int8/cpu/cpu-u8s8"):
         assert rows[rid]["status"] == "ok", (rid, rows[rid].get("reason"))
     base = rows["pytorch/fp32/cpu"]
     assert result["baseline"] == "pytorch/fp32/cpu" and base["baseline"]

@@ -51,7 +51,7 @@ def test_export_cli_writes_report(tiny_run, folder_dataset, tmp_path):
                folder_dataset, "--calib-images", "4", "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert set(rep["eval"]) == {"pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"}
+    assert set(rep["eval"]) == {"pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"}
     assert rep["artifacts"]["onnx_fp32"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
 
 

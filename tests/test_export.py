@@ -22,10 +22,11 @@ def _inits(model):
 
 def test_export_folder_contents_and_metadata(tiny_export, tiny_run):
     names = {p.name for p in tiny_export.iterdir()}
-    assert {"model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "calib.cache",
-            "export_report.json"} <= names
+    assert {"model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "model_int8_cpu.onnx",
+            "calib.cache", "export_report.json"} <= names
     _, ckpt_meta, _ = model_from_checkpoint(tiny_run["best"])
-    for f, prec in [("model.ts", "fp32"), ("model_fp32.onnx", "fp32"), ("model_fp16.onnx", "fp16"), ("model_int8.onnx", "int8")]:
+    for f, prec in [("model.ts", "fp32"), ("model_fp32.onnx", "fp32"), ("model_fp16.onnx", "fp16"),
+                    ("model_int8.onnx", "int8"), ("model_int8_cpu.onnx", "int8")]:
         meta = read_meta(tiny_export / f)
         assert meta.class_names == ckpt_meta.class_names and meta.palette == ckpt_meta.palette
         assert meta.input_size == ckpt_meta.input_size and meta.mean == ckpt_meta.mean
@@ -71,6 +72,7 @@ def test_export_report_parity(tiny_export):
     assert arts["torchscript"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
     assert arts["onnx_fp16"]["parity_vs_pytorch"]["argmax_agreement"] > 0.99
     assert arts["onnx_int8"]["parity_vs_pytorch"]["argmax_agreement"] > 0.8
+    assert arts["onnx_int8_cpu"]["parity_vs_pytorch"]["argmax_agreement"] > 0.8
     assert rep["qdq"]["quantized_weights"] > 0
 
 
@@ -150,3 +152,27 @@ def test_corrupt_artifacts_raise_artifact_error(tmp_path):
         load_backend(pt)
     with pytest.raises(ArtifactError, match="not found"):
         load_backend(tmp_path / "missing.onnx")
+
+
+def test_deployment_rewrite_is_exact_and_removes_conv_transpose(tiny_run, tiny_export):
+    from unet_edge.export.rewrite import for_deployment
+
+    model, meta, _ = model_from_checkpoint(tiny_run["best"])
+    x = torch.randn(2, 3, *meta.input_size)
+    with torch.no_grad():
+        assert (model(x) - for_deployment(model)(x)).abs().max() < 1e-5
+    ops = {n.op_type for n in onnx.load(str(tiny_export / "model_fp32.onnx")).graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())  # the trained module is untouched
+
+
+def test_int8_cpu_scheme_is_u8s8_and_labelled(tiny_export):
+    m = onnx.load(str(tiny_export / "model_int8_cpu.onnx"))
+    inits = _inits(m)
+    act_zp = [inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    assert act_zp and all(z.dtype == np.uint8 for z in act_zp)
+    meta = read_meta(tiny_export / "model_int8_cpu.onnx")
+    assert meta.extra["quantization"]["variant"] == "cpu-u8s8"
+    assert read_meta(tiny_export / "model_int8.onnx").extra["quantization"]["variant"] == "tensorrt-qdq"
+    with load_backend(tiny_export / "model_int8_cpu.onnx") as b:
+        assert "cpu-u8s8" in b.label

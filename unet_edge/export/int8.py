@@ -1,12 +1,22 @@
-"""INT8 post-training static quantization into a Q/DQ ONNX that TensorRT takes for explicit
-quantization, plus the same scales as a TensorRT calibration cache for implicit 10.x builds.
+"""INT8 post-training static quantization into Q/DQ ONNX models, plus the TensorRT calibration cache.
 
-Quantization is ``onnxruntime.quantization.quantize_static`` in QDQ format with symmetric int8
-activations (zero point 0), per-channel symmetric int8 weights (the output-channel axis) and float
-biases:
-the scheme TensorRT requires of Q/DQ networks (TensorRT developer guide, "Explicit Quantization").
-Calibration images come from the training split through the runtime's preprocessing
-(:mod:`calibration.images`).
+Two schemes from the same calibration images (drawn from the training split through the runtime's
+preprocessing, :mod:`calibration.images`), both ``onnxruntime.quantization.quantize_static`` in
+QDQ format with per-channel symmetric int8 weights on the output-channel axis:
+
+``tensorrt`` -> ``model_int8.onnx``
+    Symmetric int8 activations (zero point 0) and float biases: the scheme TensorRT requires of
+    explicitly quantized networks (TensorRT developer guide, "Working with Quantized Types /
+    Explicit Quantization"), and what TensorRT 11 needs since implicit calibration is gone. Its
+    activation scales are also written as a TensorRT calibration cache for implicit 10.x builds.
+``cpu`` -> ``model_int8_cpu.onnx``
+    Asymmetric uint8 activations (U8S8). ONNX Runtime's x86 int8 kernels multiply u8 x s8
+    (AVX-512 VNNI ``VPDPBUSD``), and with a uint8 zero point at the bottom of the range a ReLU
+    folds into the quantization (ORT's ReluQuantFusion needs the zero point at the type's minimum;
+    with symmetric int8 every ReLU stays an FP32 op between Dequantize/Quantize nodes, see
+    onnxruntime PR #11696). TensorRT does not accept non-zero zero points: this file is for CPUs.
+
+The 1x1 head (last Conv and what follows it) stays FP32 in both, so logits keep full resolution.
 """
 from __future__ import annotations
 
@@ -26,11 +36,15 @@ from ..metadata import ModelMeta
 from .onnx_export import save_onnx
 
 CALIB_METHODS = ("entropy", "minmax", "percentile")
+SCHEMES = {
+    "tensorrt": {"variant": "tensorrt-qdq", "activations": "int8 symmetric (zero point 0)", "bias": "float"},
+    "cpu": {"variant": "cpu-u8s8", "activations": "uint8 asymmetric", "bias": "int32"},
+}
 
 
 def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_data: str | Path,
                 calib_images: int = 64, calib_method: str = "entropy", data_format: str | None = None,
-                cache_path: str | Path | None = None, seed: int = 0) -> Path:
+                cache_path: str | Path | None = None, seed: int = 0, scheme: str = "tensorrt") -> Path:
     """Quantize the FP32 ONNX at ``fp32_path`` into a Q/DQ INT8 ONNX at ``path``.
 
     Args:
@@ -38,10 +52,11 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
         calib_images: number of calibration images.
         calib_method: ``entropy`` (KL divergence, as TensorRT's IInt8EntropyCalibrator2),
             ``minmax`` or ``percentile`` (99.999th).
-        cache_path: where to write the TensorRT calibration cache (None: no cache).
+        cache_path: ``tensorrt`` scheme only: where to write the TensorRT calibration cache.
+        scheme: ``tensorrt`` or ``cpu`` (see the module docstring).
 
     Raises:
-        ExportError: unknown method or quantization failure. DataError: bad calibration data.
+        ExportError: unknown method/scheme or quantization failure. DataError: bad calibration data.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -49,9 +64,15 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
                "percentile": CalibrationMethod.Percentile}
     if calib_method not in methods:
         raise ExportError(f"unknown --calib-method {calib_method!r}; choose one of {CALIB_METHODS}")
+    if scheme not in SCHEMES:
+        raise ExportError(f"unknown INT8 scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
+    trt = scheme == "tensorrt"
     head = head_nodes(onnx.load(str(fp32_path)), meta.output_name)
     paths = calibration_images(calib_data, calib_images, data_format, seed)
     reader = OrtCalibrationReader(paths, meta)
+    extra = {"WeightSymmetric": True}
+    if trt:
+        extra.update(ActivationSymmetric=True, QuantizeBias=False)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
         try:
@@ -59,20 +80,20 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
             with contextlib.redirect_stdout(sys.stderr):
                 quantize_static(
                     str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    calibrate_method=methods[calib_method], nodes_to_exclude=head,
-                    # biases stay float: TensorRT's Q/DQ networks take FP32 bias (no int32 bias DQ)
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                    activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, calibrate_method=methods[calib_method], nodes_to_exclude=head,
+                    extra_options=extra,
                 )
         except Exception as e:
             raise ExportError(f"INT8 quantization of {fp32_path} failed: {e}") from e
         model = onnx.load(str(out))
-    check_qdq(model)
+    if trt:
+        check_qdq(model)
     scales = activation_scales(model)
-    calib = {"method": calib_method, "images": len(paths), "data": str(calib_data),
-             "activation_tensors": len(scales)}
-    save_onnx(model, meta.with_(precision="int8", extra={"calibration": calib}), path)
-    if cache_path is not None:
+    info = {"scheme": scheme, **SCHEMES[scheme], "method": calib_method, "images": len(paths),
+            "data": str(calib_data), "activation_tensors": len(scales)}
+    save_onnx(model, meta.with_(precision="int8", extra={"quantization": info}), path)
+    if trt and cache_path is not None:
         from calibration.cache import write_calibration_cache
 
         write_calibration_cache(cache_path, scales)

@@ -1,5 +1,10 @@
-"""The export stage: checkpoint -> TorchScript + ONNX FP32 [+ FP16] [+ INT8 Q/DQ + calibration cache],
-with parity against PyTorch for every artifact and optional validation mIoU per precision."""
+"""The export stage: checkpoint -> TorchScript + ONNX FP32 [+ FP16] [+ INT8 Q/DQ for TensorRT, its
+calibration cache, and INT8 U8S8 for ONNX Runtime on CPU], with parity against the PyTorch model
+for every artifact and optional validation mIoU per precision.
+
+The ONNX graphs are exported from :func:`unet_edge.export.rewrite.for_deployment` (2x2 transposed
+convolutions as 1x1 conv + DepthToSpace, numerically the same); the parity check compares against
+the original trained module."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..artifacts import model_from_checkpoint
+from ..artifacts import model_from_checkpoint, read_meta
 from ..data.layouts import load_dataset
 from ..errors import DataError
 from ..evaluate import evaluate
@@ -20,11 +25,13 @@ from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from .fp16 import export_fp16
 from .int8 import check_qdq, export_int8
 from .onnx_export import export_onnx, parity, sha256
+from .rewrite import for_deployment
 from .torchscript import export_torchscript, load_torchscript
 
 #: Artifact file names inside an export folder; other stages (TensorRT build, Jetson bundle) rely on them.
 FILES = {"torchscript": "model.ts", "fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx",
-         "int8": "model_int8.onnx", "calib_cache": "calib.cache", "report": "export_report.json"}
+         "int8": "model_int8.onnx", "int8_cpu": "model_int8_cpu.onnx", "calib_cache": "calib.cache",
+         "report": "export_report.json"}
 
 
 @dataclass
@@ -96,26 +103,30 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     log(f"exporting {checkpoint} -> {out}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} images)")
     ts = export_torchscript(model, meta, out / FILES["torchscript"])
     record("torchscript", ts, TorchScriptBackend(load_torchscript(ts), meta))
-    fp32 = export_onnx(model, meta, out / FILES["fp32"], dynamic=opts.dynamic)
-    record("onnx_fp32", fp32, OrtBackend(str(fp32), meta.with_(precision="fp32"), threads=opts.threads))
+    fp32 = export_onnx(for_deployment(model), meta, out / FILES["fp32"], dynamic=opts.dynamic)
+    record("onnx_fp32", fp32, OrtBackend(str(fp32), read_meta(fp32), threads=opts.threads))
     if opts.fp16:
         fp16 = export_fp16(fp32, meta, out / FILES["fp16"])
-        record("onnx_fp16", fp16, OrtBackend(str(fp16), meta.with_(precision="fp16"), threads=opts.threads))
+        record("onnx_fp16", fp16, OrtBackend(str(fp16), read_meta(fp16), threads=opts.threads))
     if opts.int8:
-        int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
-                           opts.data_format, cache_path=out / FILES["calib_cache"])
         import onnx
 
+        int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
+                           opts.data_format, cache_path=out / FILES["calib_cache"], scheme="tensorrt")
         report["qdq"] = check_qdq(onnx.load(str(int8)))
-        record("onnx_int8", int8, OrtBackend(str(int8), meta.with_(precision="int8"), threads=opts.threads))
+        record("onnx_int8", int8, OrtBackend(str(int8), read_meta(int8), threads=opts.threads))
         report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
+        int8_cpu = export_int8(fp32, meta, out / FILES["int8_cpu"], opts.calib_data, opts.calib_images,
+                               opts.calib_method, opts.data_format, scheme="cpu")
+        record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), read_meta(int8_cpu), threads=opts.threads))
 
     if opts.eval_data:
         ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
         rows = {"pytorch_fp32": TorchBackend(model, meta)}
-        for key, prec in (("onnx_fp32", "fp32"), ("onnx_fp16", "fp16"), ("onnx_int8", "int8")):
+        for key in ("onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"):
             if key in report["artifacts"]:
-                rows[key] = OrtBackend(report["artifacts"][key]["path"], meta.with_(precision=prec), threads=opts.threads)
+                path = report["artifacts"][key]["path"]
+                rows[key] = OrtBackend(path, read_meta(path), threads=opts.threads)
         for key, backend in rows.items():
             m = evaluate(backend.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress, description=f"mIoU {key}")
             report.setdefault("eval", {})[key] = {k: m[k] for k in ("miou", "pixel_accuracy", "dice", "per_class_iou", "images")}

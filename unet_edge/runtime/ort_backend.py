@@ -40,6 +40,8 @@ class OrtBackend(Backend):
             providers = ["CPUExecutionProvider"]
         self.device = "cuda" if device.startswith("cuda") else "cpu"
         self.precision = meta.precision
+        #: e.g. ``tensorrt-qdq`` / ``cpu-u8s8`` for the two INT8 schemes; empty otherwise
+        self.variant = meta.extra.get("quantization", {}).get("variant", "")
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -53,6 +55,11 @@ class OrtBackend(Backend):
         self._input, self._output = inp.name, self.session.get_outputs()[0].name
         #: the exported batch size when the graph is static (None when dynamic)
         self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    @property
+    def label(self) -> str:
+        v = f" [{self.variant}]" if self.variant else ""
+        return f"{self.name} {self.precision}{v} ({self.device})"
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Logits for ``batch``; a static-batch graph is run in chunks of its batch size."""
