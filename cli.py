@@ -17,7 +17,7 @@ from unet_edge.errors import UnetEdgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT).")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no hard wraps in logs and CI output
 
 
 @app.callback()

@@ -70,7 +70,7 @@ def _label(cells: list[dict | None]) -> str:
 
     c0 = next(c for c in cells if c)
     devs = sorted({c["device"] for c in cells if c})
-    v = f" [{c0['variant']}]" if c0.get("variant") else ""
+    v = f" {c0['variant']}" if c0.get("variant") else ""
     return f"{BACKEND_NAMES.get(c0['backend'], c0['backend'])} {c0['precision'].upper()}{v} ({' | '.join(devs)})"
 
 

@@ -64,7 +64,7 @@ class RowSpec:
     @property
     def label(self) -> str:
         """Human label, e.g. ``ONNX Runtime INT8 (cpu)``."""
-        v = f" [{self.variant}]" if self.variant else ""
+        v = f" {self.variant}" if self.variant else ""  # no [brackets]: rich would read them as markup
         return f"{BACKEND_NAMES.get(self.backend, self.backend)} {self.precision.upper()}{v} ({self.device})"
 
 

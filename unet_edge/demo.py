@@ -45,10 +45,10 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
     export_dir = out / "export"
     report = export_all(summary["best"], export_dir, ExportOptions(
         fp16=True, int8=True, calib_data=str(data), calib_images=32, eval_data=str(data), threads=threads), log=log)
-    log(f"[4/5] streaming a {drive_frames}-frame synthetic drive through the INT8 model")
+    log(f"[4/5] streaming a {drive_frames}-frame synthetic drive through the INT8 (ONNX Runtime CPU) model")
     video = render_drive(out / "drive.mp4", frames=drive_frames, size=DEMO_SIZE, seed=7)
     overlay = out / "drive_int8_overlay.mp4"
-    with load_backend(export_dir / FILES["int8"], device="cpu", threads=threads) as backend:
+    with load_backend(export_dir / FILES["int8_cpu"], device="cpu", threads=threads) as backend:
         stats = stream(backend, video, out=overlay)
     log(f"      {stats.frames} frames, {stats.fps:.1f} FPS end to end, {stats.infer_fps:.1f} FPS inference only")
     log("[5/5] benchmarking every backend/precision")

@@ -21,7 +21,8 @@ The 1x1 head (last Conv and what follows it) stays FP32 in both, so logits keep 
 from __future__ import annotations
 
 import contextlib
-import sys
+import io
+import logging
 import tempfile
 from pathlib import Path
 
@@ -76,8 +77,9 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
         try:
-            # ORT's entropy calibrator prints progress to stdout; keep stdout for results (--json)
-            with contextlib.redirect_stdout(sys.stderr):
+            # ORT's calibrators print progress to stdout (kept for results, e.g. --json) and log a
+            # "consider pre-processing" warning; the FP32 graph is already simplified (onnxsim).
+            with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
                 quantize_static(
                     str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -98,6 +100,17 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
 
         write_calibration_cache(cache_path, scales)
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def head_nodes(model: onnx.ModelProto, output_name: str) -> list[str]:

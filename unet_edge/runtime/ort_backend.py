@@ -58,7 +58,7 @@ class OrtBackend(Backend):
 
     @property
     def label(self) -> str:
-        v = f" [{self.variant}]" if self.variant else ""
+        v = f" {self.variant}" if self.variant else ""
         return f"{self.name} {self.precision}{v} ({self.device})"
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
