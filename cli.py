@@ -334,13 +334,17 @@ def bench(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where everything goes."),
     epochs: int = typer.Option(12, min=1, help="Training epochs on the synthetic scenes."),
+    scenes: int = typer.Option(160, min=5, help="Training scenes (validation: a fifth as many)."),
+    drive_frames: int = typer.Option(90, min=1, help="Frames of the synthetic drive video."),
+    bench_iters: int = typer.Option(30, min=1, help="Timed runs per benchmark row."),
     threads: int = typer.Option(0, help="CPU threads (0: library default)."),
 ):
     """The whole pipeline on built-in synthetic scenes, no downloads: synth -> train -> export
     (TorchScript, ONNX FP32/FP16/INT8) -> stream a drive video through INT8 -> bench table."""
     from unet_edge.demo import run_demo
 
-    run_demo(out, epochs=epochs, threads=threads, log=console.print)
+    run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5),
+             drive_frames=drive_frames, bench_iters=bench_iters, log=console.print)
 
 
 from unet_edge.trt.cli import register as _register_trt  # noqa: E402  (adds `build`)

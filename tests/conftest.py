@@ -34,6 +34,15 @@ def write_folder_dataset(root: Path, n: int = 10, size=(48, 64), classes: int = 
     return root
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread (small models: threads only add overhead)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def folder_dataset(tmp_path_factory) -> Path:
     return write_folder_dataset(tmp_path_factory.mktemp("folder_ds"))

@@ -23,12 +23,7 @@ K = 3
 H, W = 64, 96
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scene(i: int) -> tuple[np.ndarray, np.ndarray]:

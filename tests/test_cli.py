@@ -109,3 +109,26 @@ def test_frames2video_then_run_keeps_every_frame(tiny_run, folder_dataset, tmp_p
         frames += 1
     assert frames == n and json.loads(r.stdout)["frames"] == n
     assert invoke("frames2video", tmp_path / "nope", "--out", video).exit_code == 5
+
+
+def test_synth_cli_writes_a_loadable_dataset_and_video(tmp_path):
+    from unet_edge.data.layouts import load_dataset
+
+    r = invoke("synth", tmp_path / "s", "--train", "3", "--val", "2", "--size", "48x64", "--frames", "4",
+               "--video", tmp_path / "d.mp4")
+    assert r.exit_code == 0, r.output
+    assert len(load_dataset(tmp_path / "s", "train")) == 3 and len(load_dataset(tmp_path / "s", "val")) == 2
+    assert int(cv2.VideoCapture(str(tmp_path / "d.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    assert invoke("synth", tmp_path / "s2", "--frames", "3").exit_code == 2  # --frames needs --video
+
+
+def test_demo_runs_every_stage_small(tmp_path):
+    out = tmp_path / "demo"
+    r = invoke("demo", "--out", out, "--epochs", "1", "--scenes", "10", "--drive-frames", "6", "--bench-iters", "2")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["stream"]["frames"] == 6
+    assert int(cv2.VideoCapture(summary["overlay_video"]).get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    for f in ("model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "model_int8_cpu.onnx", "calib.cache"):
+        assert (out / "export" / f).is_file()
+    assert (out / "bench" / "bench.md").is_file() and (out / "train" / "best.pt").is_file()
