@@ -16,7 +16,11 @@ QDQ format with per-channel symmetric int8 weights on the output-channel axis:
     with symmetric int8 every ReLU stays an FP32 op between Dequantize/Quantize nodes, see
     onnxruntime PR #11696). TensorRT does not accept non-zero zero points: this file is for CPUs.
 
-The 1x1 head (last Conv and what follows it) stays FP32 in both, so logits keep full resolution.
+In the ``tensorrt`` file the 1x1 head (last Conv and what follows it) stays FP32, so the logits
+keep full precision and the calibration cache names only tensors of the FP32 graph. The ``cpu``
+file quantizes the head too: its logits are 8-bit, which leaves the argmax intact (CamVid val
+mIoU 0.5103 vs 0.5104 FP32) and spares ONNX Runtime an FP32 layer with two layout conversions
+(about 5 ms of 45 at 360x480 on 2 cores).
 """
 from __future__ import annotations
 
@@ -38,8 +42,9 @@ from .onnx_export import save_onnx
 
 CALIB_METHODS = ("entropy", "minmax", "percentile")
 SCHEMES = {
-    "tensorrt": {"variant": "tensorrt-qdq", "activations": "int8 symmetric (zero point 0)", "bias": "float"},
-    "cpu": {"variant": "cpu-u8s8", "activations": "uint8 asymmetric", "bias": "int32"},
+    "tensorrt": {"variant": "tensorrt-qdq", "activations": "int8 symmetric (zero point 0)", "bias": "float",
+                 "head": "fp32"},
+    "cpu": {"variant": "cpu-u8s8", "activations": "uint8 asymmetric", "bias": "int32", "head": "int8"},
 }
 
 
@@ -68,7 +73,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
     if scheme not in SCHEMES:
         raise ExportError(f"unknown INT8 scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     trt = scheme == "tensorrt"
-    head = head_nodes(onnx.load(str(fp32_path)), meta.output_name)
+    head = head_nodes(onnx.load(str(fp32_path)), meta.output_name) if scheme == "tensorrt" else []
     paths = calibration_images(calib_data, calib_images, data_format, seed)
     reader = OrtCalibrationReader(paths, meta)
     extra = {"WeightSymmetric": True}
@@ -83,7 +88,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
                 quantize_static(
                     str(fp32_path), str(out), reader, quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True, calibrate_method=methods[calib_method], nodes_to_exclude=head,
+                    per_channel=True, calibrate_method=methods[calib_method], nodes_to_exclude=head if trt else [],
                     extra_options=extra,
                 )
         except Exception as e:
