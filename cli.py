@@ -12,12 +12,18 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from unet_edge.errors import UnetEdgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT).")
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps in logs and CI output
+
+
+def log(message) -> None:
+    """Library log lines to stderr, printed literally (no rich markup in file names or labels)."""
+    console.print(escape(str(message)))
 
 
 @app.callback()
@@ -43,7 +49,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UnetEdgeError as e:
-            console.print(f"[bold red]error:[/] {e}")
+            console.print(f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
@@ -88,8 +94,8 @@ def train(
         dice_weight=dice_weight, amp=amp, device=device, seed=seed, threads=threads, limit=limit, val_every=val_every,
         resume=resume,
     )
-    summary = run_train(cfg, log=console.print)
-    console.print(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} "
+    summary = run_train(cfg, log=log)
+    log(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} "
                   f"({summary['seconds'] / 60:.1f} min) -> {summary['best']}")
 
 
@@ -114,11 +120,11 @@ def synth(
 
     hw = _size(size, "--size")
     root = generate_dataset(out, n_train=train_images, n_val=val_images, size=hw, seed=seed)
-    console.print(f"dataset: {root} ({train_images} train / {val_images} val, {hw[0]}x{hw[1]})")
+    log(f"dataset: {root} ({train_images} train / {val_images} val, {hw[0]}x{hw[1]})")
     if frames:
         if video is None:
             raise typer.BadParameter("--frames needs --video FILE.mp4")
-        console.print(f"drive video: {render_drive(video, frames=frames, size=hw, seed=seed, fps=fps)} ({frames} frames)")
+        log(f"drive video: {render_drive(video, frames=frames, size=hw, seed=seed, fps=fps)} ({frames} frames)")
 
 
 @app.command(name="eval")
@@ -190,7 +196,7 @@ def export(
         eval_data=None if no_eval else str(eval_data or calib_data) if (eval_data or calib_data) else None,
         eval_split=eval_split, eval_limit=eval_limit, progress=not as_json,
     )
-    report = export_all(checkpoint, out, opts, log=console.print)
+    report = export_all(checkpoint, out, opts, log=log)
     if jetson:
         from unet_edge.errors import BackendUnavailableError
         from unet_edge.trt.cli import jetson_bundle, make_options
@@ -199,21 +205,21 @@ def export(
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
         bundle = jetson_bundle(out, jetson, options=make_options(precision=precision), default_precision=precision)
         report["jetson_bundle"] = str(bundle)
-        console.print(f"Jetson bundle: {bundle} (copy it to the target and run build_engine.sh)")
+        log(f"Jetson bundle: {bundle} (copy it to the target and run build_engine.sh)")
         try:
             import_tensorrt()
         except BackendUnavailableError:
-            console.print("TensorRT is not installed here: the engine is built on the target by build_engine.sh")
+            log("TensorRT is not installed here: the engine is built on the target by build_engine.sh")
         else:
             from unet_edge.trt.builder import build_engine
 
             engine = build_engine(out, bundle / f"model_{precision}.engine", make_options(precision=precision))
             report["engine"] = str(engine)
-            console.print(f"TensorRT found: built {engine} on this host")
+            log(f"TensorRT found: built {engine} on this host")
     if as_json:
         _print_json(report)
     else:
-        console.print(f"report: {out / 'export_report.json'}")
+        log(f"report: {out / 'export_report.json'}")
 
 
 @app.command()
@@ -244,17 +250,17 @@ def run(
             stats = stream(backend, source if camera is None else camera, out=out, show=show, alpha=alpha,
                            max_frames=max_frames, progress=not as_json)
         except StreamInterrupted as e:
-            console.print(f"[yellow]interrupted after {e.stats.frames} frames; {out} holds them[/]")
+            console.print(f"[yellow]interrupted after {e.stats.frames} frames; {escape(str(out))} holds them[/]")
             raise typer.Exit(130)
     if as_json:
         _print_json(stats.to_dict())
         return
-    console.print(f"{stats.frames} frames in {stats.wall_s:.1f} s: {stats.fps:.1f} FPS end to end, "
+    log(f"{stats.frames} frames in {stats.wall_s:.1f} s: {stats.fps:.1f} FPS end to end, "
                   f"{stats.infer_fps:.1f} FPS inference only ({backend.label})")
     for stage, s in stats.summary().items():
-        console.print(f"  {stage:<12} mean {s['mean_ms']:7.2f} ms  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}")
+        log(f"  {stage:<12} mean {s['mean_ms']:7.2f} ms  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}")
     if out:
-        console.print(f"overlay video: {out}")
+        log(f"overlay video: {out}")
 
 
 @app.command()
@@ -270,7 +276,7 @@ def frames2video(
 
     frames = sequence_frames(folder, pattern)
     frames_to_video(frames, out, fps)
-    console.print(f"{out}: {len(frames)} frames at {fps:g} FPS")
+    log(f"{out}: {len(frames)} frames at {fps:g} FPS")
 
 
 @app.command()
@@ -307,7 +313,7 @@ def bench(
     if compare:
         from benchmarks.compare import run_compare
 
-        cmp = run_compare([str(a) for a in artifacts], report, log=console.print)
+        cmp = run_compare([str(a) for a in artifacts], report, log=log)
         if as_json:
             _print_json(cmp)
         return
@@ -324,7 +330,7 @@ def bench(
                         device=device, memory=memory, stream=stream, stream_frames=stream_frames,
                         miou_tolerance=miou_tolerance, plots=plots, label=label,
                         command=" ".join(["unet-edge"] + sys.argv[1:]), progress=not as_json)
-    result = run_bench([str(a) for a in artifacts], report, opts, log=console.print)
+    result = run_bench([str(a) for a in artifacts], report, opts, log=log)
     if as_json:
         _print_json(result)
 
@@ -344,7 +350,7 @@ def demo(
     from unet_edge.demo import run_demo
 
     run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5),
-             drive_frames=drive_frames, bench_iters=bench_iters, log=console.print)
+             drive_frames=drive_frames, bench_iters=bench_iters, log=log)
 
 
 from unet_edge.trt.cli import register as _register_trt  # noqa: E402  (adds `build`)
