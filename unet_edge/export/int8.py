@@ -94,11 +94,11 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
         except Exception as e:
             raise ExportError(f"INT8 quantization of {fp32_path} failed: {e}") from e
         model = onnx.load(str(out))
-    if trt:
-        check_qdq(model)
     scales = activation_scales(model)
     info = {"scheme": scheme, **SCHEMES[scheme], "method": calib_method, "images": len(paths),
             "data": str(calib_data), "activation_tensors": len(scales)}
+    if trt:
+        info["qdq"] = check_qdq(model)
     save_onnx(model, meta.with_(precision="int8", extra={"quantization": info}), path)
     if trt and cache_path is not None:
         from calibration.cache import write_calibration_cache

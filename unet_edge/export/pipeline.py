@@ -23,7 +23,7 @@ from ..preprocess import preprocess
 from ..runtime.ort_backend import OrtBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from .fp16 import export_fp16
-from .int8 import check_qdq, export_int8
+from .int8 import export_int8
 from .onnx_export import export_onnx, parity, sha256
 from .rewrite import for_deployment
 from .torchscript import export_torchscript, load_torchscript
@@ -109,12 +109,11 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         fp16 = export_fp16(fp32, meta, out / FILES["fp16"])
         record("onnx_fp16", fp16, OrtBackend(str(fp16), read_meta(fp16), threads=opts.threads))
     if opts.int8:
-        import onnx
-
         int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
                            opts.data_format, cache_path=out / FILES["calib_cache"], scheme="tensorrt")
-        report["qdq"] = check_qdq(onnx.load(str(int8)))
-        record("onnx_int8", int8, OrtBackend(str(int8), read_meta(int8), threads=opts.threads))
+        int8_meta = read_meta(int8)
+        report["qdq"] = int8_meta.extra["quantization"]["qdq"]
+        record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=opts.threads))
         report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
         int8_cpu = export_int8(fp32, meta, out / FILES["int8_cpu"], opts.calib_data, opts.calib_images,
                                opts.calib_method, opts.data_format, scheme="cpu")
