@@ -3,7 +3,6 @@
 FP16 and INT8 steps."""
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -43,15 +42,6 @@ def save_onnx(model: onnx.ModelProto, meta: ModelMeta, path: str | Path) -> Path
         onnx.save(model, str(tmp))
     write_json_atomic(sidecar_path(path), meta.to_dict())
     return Path(path)
-
-
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(model: torch.nn.Module, meta: ModelMeta, path: str | Path, dynamic: bool = False,

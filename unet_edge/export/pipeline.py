@@ -18,13 +18,13 @@ from ..artifacts import model_from_checkpoint, read_meta
 from ..data.layouts import load_dataset
 from ..errors import DataError
 from ..evaluate import evaluate
-from ..io_utils import write_json_atomic
+from ..io_utils import sha256, write_json_atomic
 from ..preprocess import preprocess
 from ..runtime.ort_backend import OrtBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from .fp16 import export_fp16
 from .int8 import export_int8
-from .onnx_export import export_onnx, parity, sha256
+from .onnx_export import export_onnx, parity
 from .rewrite import for_deployment
 from .torchscript import export_torchscript, load_torchscript
 

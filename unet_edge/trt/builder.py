@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..artifacts import read_meta
 from ..errors import ArtifactError, BackendUnavailableError, ExportError
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, sha256
 from ..metadata import ModelMeta
 from .dtypes import dtype_name
 from .sidecar import make_sidecar, write_sidecar
@@ -405,7 +405,6 @@ def _build_calibrated(trt, builder, network, config, options, meta, io, profiles
     from calibration.trt_calibrator import make_entropy_calibrator
 
     from .cuda_utils import import_pycuda, primary_context
-    from ..export.onnx_export import sha256
 
     cache_path = Path(options.calib_cache) if options.calib_cache else onnx_path.parent / CALIB_CACHE_NAME
     reused = cache_path.is_file()
@@ -433,7 +432,6 @@ def _build_calibrated(trt, builder, network, config, options, meta, io, profiles
 
 def _write(trt, plan, config, engine_path, options, meta, io, profiles, onnx_path, source, calib_data,
            strongly_typed, version: TrtVersion, calibration) -> Path:
-    from ..export.onnx_export import sha256
     from .cuda_utils import gpu_info
 
     engine_path = Path(engine_path)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ArtifactError, ExportError
-from ..io_utils import atomic_path, write_json_atomic, write_text_atomic
+from ..io_utils import atomic_path, sha256, write_json_atomic, write_text_atomic
 from ..metadata import ModelMeta, sidecar_path
 from .builder import CALIB_CACHE_NAME, ONNX_NAMES, BuildOptions
 from .trtexec import trtexec_commands
@@ -31,12 +31,6 @@ SCRIPT_NAME = "build_engine.sh"
 SIDECAR_DIR = "engine_sidecars"
 #: Placeholders of the engine-sidecar templates, filled by build_engine.sh with sed.
 PLACEHOLDERS = ("@TRT_VERSION@", "@GPU_NAME@", "@GPU_CC@", "@MODE@", "@STRONGLY_TYPED@")
-
-
-def _sha256(path: Path) -> str:
-    from ..export.onnx_export import sha256
-
-    return sha256(path)
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -314,12 +308,12 @@ def write_jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: Bu
             _copy(sidecar_path(src), sidecar_path(out_dir / src.name))
         else:
             write_json_atomic(sidecar_path(out_dir / src.name), metas[p].to_dict())
-        files[src.name] = _sha256(out_dir / src.name)
+        files[src.name] = sha256(out_dir / src.name)
     has_cache = (export_dir / CALIB_CACHE_NAME).is_file()
     if has_cache:
         read_calibration_cache(export_dir / CALIB_CACHE_NAME)  # refuse a malformed cache early
         _copy(export_dir / CALIB_CACHE_NAME, out_dir / CALIB_CACHE_NAME)
-        files[CALIB_CACHE_NAME] = _sha256(out_dir / CALIB_CACHE_NAME)
+        files[CALIB_CACHE_NAME] = sha256(out_dir / CALIB_CACHE_NAME)
     meta = metas["fp32"]
     io, dynamic = _onnx_io(out_dir / ONNX_NAMES["fp32"], meta)
     profiles = {}

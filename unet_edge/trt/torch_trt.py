@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..artifacts import read_meta
 from ..errors import BackendUnavailableError, ExportError
-from ..io_utils import atomic_path
+from ..io_utils import atomic_path, sha256
 from .sidecar import make_sidecar, write_sidecar
 
 PRECISIONS = ("fp32", "fp16")
@@ -66,7 +66,6 @@ def compile_torchscript(ts_path: str | Path, out_path: str | Path, precision: st
     import torch
 
     from ..artifacts import TORCHSCRIPT_EXTRA
-    from ..export.onnx_export import sha256
     from .cuda_utils import gpu_info
 
     meta = read_meta(ts_path)  # ArtifactError when it is not a unet-edge TorchScript
