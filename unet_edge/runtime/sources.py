@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.layouts import IMAGE_EXTS
 from ..errors import SourceError
 
 #: Image suffixes a folder source reads (case-insensitive).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: Frame rate assumed when the container or device reports none.
 DEFAULT_FPS = 30.0
 
@@ -185,23 +185,29 @@ def _first_frame(cap: cv2.VideoCapture) -> np.ndarray | None:
     return frame if ok and frame is not None and frame.size else None
 
 
-def _open_camera(index: int) -> FrameSource:
-    cap = cv2.VideoCapture(index)
+def _capture_source(cap: cv2.VideoCapture, name: str, live: bool, not_opened: str, no_frame: str) -> FrameSource:
+    """Wrap an OpenCV capture whose first frame decodes; else release it and raise SourceError with
+    ``not_opened`` (cannot open) or ``no_frame`` (opened, no frame)."""
     if not cap.isOpened():
         cap.release()
-        raise SourceError(
-            f"camera {index} could not be opened: no such device, or it is busy or not permitted. "
-            "List devices with `v4l2-ctl --list-devices` (or `ls /dev/video*`), check permissions (your user "
-            "must be in the 'video' group) and that no other process is using it. A Jetson CSI camera "
-            f"needs a GStreamer pipeline instead, e.g. \"{JETSON_CSI_PIPELINE}\""
-        )
+        raise SourceError(not_opened)
     first = _first_frame(cap)
     if first is None:
         cap.release()
-        raise SourceError(f"camera {index} opened but delivered no frame; check that it is not in use by another "
-                          "process and that it supports a BGR/YUYV/MJPG mode (`v4l2-ctl -d /dev/video"
-                          f"{index} --list-formats-ext`)")
-    return VideoCaptureSource(cap, f"camera {index}", live=True, first=first)
+        raise SourceError(no_frame)
+    return VideoCaptureSource(cap, name, live=live, first=first)
+
+
+def _open_camera(index: int) -> FrameSource:
+    return _capture_source(
+        cv2.VideoCapture(index), f"camera {index}", live=True,
+        not_opened=(f"camera {index} could not be opened: no such device, or it is busy or not permitted. "
+                    "List devices with `v4l2-ctl --list-devices` (or `ls /dev/video*`), check permissions (your user "
+                    "must be in the 'video' group) and that no other process is using it. A Jetson CSI camera "
+                    f"needs a GStreamer pipeline instead, e.g. \"{JETSON_CSI_PIPELINE}\""),
+        no_frame=(f"camera {index} opened but delivered no frame; check that it is not in use by another "
+                  "process and that it supports a BGR/YUYV/MJPG mode (`v4l2-ctl -d /dev/video"
+                  f"{index} --list-formats-ext`)"))
 
 
 def _open_gstreamer(pipeline: str) -> FrameSource:
@@ -214,32 +220,22 @@ def _open_gstreamer(pipeline: str) -> FrameSource:
             "in a venv created with --system-site-packages), then pass a pipeline ending in appsink, e.g. "
             f"\"{JETSON_CSI_PIPELINE}\""
         )
-    cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(f"GStreamer pipeline could not be opened: {pipeline!r}. Test it with "
-                          "`gst-launch-1.0` (replace appsink by fakesink) and make sure it ends in "
-                          "'videoconvert ! video/x-raw,format=BGR ! appsink'")
-    first = _first_frame(cap)
-    if first is None:
-        cap.release()
-        raise SourceError(f"GStreamer pipeline opened but delivered no frame: {pipeline!r}; check the camera "
-                          "and the caps (the appsink must receive video/x-raw,format=BGR)")
-    return VideoCaptureSource(cap, pipeline, live=True, first=first)
+    return _capture_source(
+        cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER), pipeline, live=True,
+        not_opened=(f"GStreamer pipeline could not be opened: {pipeline!r}. Test it with "
+                    "`gst-launch-1.0` (replace appsink by fakesink) and make sure it ends in "
+                    "'videoconvert ! video/x-raw,format=BGR ! appsink'"),
+        no_frame=(f"GStreamer pipeline opened but delivered no frame: {pipeline!r}; check the camera "
+                  "and the caps (the appsink must receive video/x-raw,format=BGR)"))
 
 
 def _open_video(path: Path) -> FrameSource:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(f"OpenCV cannot open video {path}: not a video file, corrupt, or a codec this OpenCV "
-                          "build lacks; check it with `ffprobe` or convert it (`ffmpeg -i in -c:v libx264 out.mp4`)")
-    first = _first_frame(cap)
-    if first is None:
-        cap.release()
-        raise SourceError(f"OpenCV opened video {path} but could not decode a single frame: empty, corrupt or an "
-                          "unsupported codec; check it with `ffprobe` or re-encode it with ffmpeg")
-    return VideoCaptureSource(cap, str(path), live=False, first=first)
+    return _capture_source(
+        cv2.VideoCapture(str(path)), str(path), live=False,
+        not_opened=(f"OpenCV cannot open video {path}: not a video file, corrupt, or a codec this OpenCV "
+                    "build lacks; check it with `ffprobe` or convert it (`ffmpeg -i in -c:v libx264 out.mp4`)"),
+        no_frame=(f"OpenCV opened video {path} but could not decode a single frame: empty, corrupt or an "
+                  "unsupported codec; check it with `ffprobe` or re-encode it with ffmpeg"))
 
 
 def open_source(source: str | int | Path) -> FrameSource:
@@ -249,7 +245,7 @@ def open_source(source: str | int | Path) -> FrameSource:
         source: one of
             - a camera index: an ``int`` or a string of digits (``"0"``);
             - a path to a video file OpenCV can decode (``.mp4``, ``.avi``, ...);
-            - a path to a folder of ``.png``/``.jpg``/``.jpeg`` images of one size, read in name order
+            - a path to a folder of ``.png``/``.jpg``/``.jpeg``/``.bmp`` images (the dataset loaders' extensions) of one size, read in name order
               (fps 30), or to a single image (one frame);
             - a GStreamer pipeline (a string containing ``!``), opened with ``cv2.CAP_GSTREAMER``.
 
@@ -273,14 +269,14 @@ def open_source(source: str | int | Path) -> FrameSource:
         return _open_camera(int(text))
     path = Path(text).expanduser()
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
                        key=lambda p: p.name)
         if not files:
-            raise SourceError(f"folder {path} contains no {'/'.join(IMAGE_SUFFIXES)} images; point the source at a "
+            raise SourceError(f"folder {path} contains no {'/'.join(IMAGE_EXTS)} images; point the source at a "
                               "folder of frames, a video file or a camera index")
         return ImageFolderSource(files, str(path))
     if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.suffix.lower() in IMAGE_EXTS:
             return ImageFolderSource([path], str(path))
         return _open_video(path)
     if "!" in text:
