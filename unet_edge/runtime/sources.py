@@ -121,7 +121,7 @@ class VideoCaptureSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """Images of one size read in name order (``.png``, ``.jpg``, ``.jpeg``)."""
+    """Images of one size read in name order (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``)."""
 
     def __init__(self, files: list[Path], name: str):
         self._files = files
