@@ -10,15 +10,8 @@ import numpy as np
 from .data.layouts import SegDataset
 from .metadata import ModelMeta
 from .metrics import ConfusionMatrix
-from .preprocess import labels_from_logits, preprocess, resize_labels
+from .preprocess import colorize, labels_from_logits, preprocess, resize_labels
 from .progress import progress_iter
-
-
-def colorize(labels: np.ndarray, palette: list[list[int]]) -> np.ndarray:
-    """Class ids uint8 (H, W) -> RGB uint8 (H, W, 3) with the palette; unknown ids are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[labels]
 
 
 def evaluate(

@@ -63,3 +63,11 @@ def resize_labels(labels: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if labels.shape[:2] == tuple(size_hw):
         return labels
     return cv2.resize(labels, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def colorize(labels: np.ndarray, palette) -> np.ndarray:
+    """Class ids uint8 (H, W) -> uint8 (H, W, 3) coloured with ``palette`` (one colour per id, in
+    the palette's channel order: RGB from metadata, BGR for OpenCV frames); unknown ids are black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return lut[labels]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError, UnetEdgeError
 from ..metadata import ModelMeta
-from ..preprocess import resize_labels
+from ..preprocess import colorize, resize_labels
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -149,14 +149,12 @@ def draw_overlay(
     present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[: len(names)]).tolist()
     labels = resize_labels(labels, (h, w))
 
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(names)] = colours
     opaque = np.zeros(256, dtype=bool)
     opaque[: len(names)] = colours.any(axis=1)
     mask = opaque[labels]
     out = frame_bgr.copy()
     if alpha > 0 and mask.any():
-        coloured = lut[labels]
+        coloured = colorize(labels, colours)
         blended = cv2.addWeighted(frame_bgr, 1.0 - float(alpha), coloured, float(alpha), 0.0)
         out[mask] = blended[mask]
 
