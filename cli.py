@@ -292,6 +292,8 @@ def bench(
     input_size: Optional[str] = typer.Option(None, help="Benchmark input HxW (default: the model metadata's)."),
     warmup: int = typer.Option(10, min=0, help="Untimed warmup calls per row."),
     iters: int = typer.Option(50, min=1, help="Timed batch-1 calls per row."),
+    rounds: int = typer.Option(5, min=1, help="Split the batch-1 timing into this many rounds that visit every row in turn, "
+                                              "so load drift on a shared machine hits all rows alike (1: one row after another)."),
     batch: int = typer.Option(8, min=1, help="Larger batch for throughput (FPS@B)."),
     batch_iters: Optional[int] = typer.Option(None, min=1, help="Timed calls at --batch (default max(5, iters // batch))."),
     threads: int = typer.Option(2, min=0, help="CPU threads for every backend, torch and ONNX Runtime alike (0: library defaults)."),
@@ -326,7 +328,7 @@ def bench(
     opts = BenchOptions(data=str(data) if data else None, split=split, data_format=data_format,
                         video=str(video) if video else None,
                         input_size=_size(input_size, "--input-size") if input_size else None, warmup=warmup,
-                        iters=iters, batch=batch, batch_iters=batch_iters, threads=threads, limit=limit, pool=pool,
+                        iters=iters, rounds=rounds, batch=batch, batch_iters=batch_iters, threads=threads, limit=limit, pool=pool,
                         device=device, memory=memory, stream=stream, stream_frames=stream_frames,
                         miou_tolerance=miou_tolerance, plots=plots, label=label,
                         command=" ".join(["unet-edge"] + sys.argv[1:]), progress=not as_json)

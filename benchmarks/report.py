@@ -164,7 +164,9 @@ def to_markdown(result: dict) -> str:
     L += [_md_table(main_header(s.get("batch", 8)), _main_rows(result), "l" + "r" * 12 + "l"), ""]
     eval_desc = (f"mIoU on {s.get('eval_images')} images of the `{s.get('eval_split')}` split" if s.get("eval_split")
                  else "no dataset: no mIoU")
-    L += [f"{s['iters']} timed calls per row after {s['warmup']} warmup calls; threads: {s['threads']}; inputs: "
+    rounds = s.get("rounds", 1)
+    interleave = f", in {rounds} rounds interleaved across rows" if rounds > 1 else ""
+    L += [f"{s['iters']} timed calls per row after {s['warmup']} warmup calls{interleave}; threads: {s['threads']}; inputs: "
           f"{s['inputs']}. FPS@{s['batch']}: {s['batch_iters']} calls of batch {s['batch']}. {eval_desc}. "
           f"Timer: {', '.join(s.get('timers') or ['-'])}.", ""]
     skipped = [r for r in result["rows"] if r["status"] != "ok"]
@@ -236,7 +238,7 @@ def to_markdown(result: dict) -> str:
     ]
     L += [_md_table(["", ""], host_rows, "ll"), ""]
     L += ["## Settings", ""]
-    keys = ["threads", "iters", "warmup", "batch", "batch_iters", "batch_warmup", "pool", "eval_batch", "limit",
+    keys = ["threads", "iters", "rounds", "warmup", "batch", "batch_iters", "batch_warmup", "pool", "eval_batch", "limit",
             "device", "memory", "miou_tolerance", "data", "split", "video", "stream_frames"]
     L += [_md_table(["setting", "value"], [[k, s.get(k)] for k in keys], "ll"), ""]
     if s.get("command"):

@@ -1,9 +1,17 @@
 """Run a benchmark: plan the rows, measure each one, pick the best, stream, write the reports.
 
-Per runnable row, in this order, with the backend loaded once:
+Every runnable row's backend is loaded once, then:
 
-1. latency at batch 1: ``warmup`` untimed calls, then ``iters`` timed calls on a rotating pool
-   of real preprocessed images of the split (seeded random only without ``--data``);
+1. latency at batch 1, interleaved: ``rounds`` rounds, and in each round every row in turn makes
+   its share of the ``iters`` timed calls (after ``warmup`` untimed calls in the first round, 2 in
+   later ones) on a rotating pool of real preprocessed images of the split (seeded random only
+   without ``--data``). On a shared or throttling machine the load drifts over minutes; timed in
+   rounds, every row sees the same drift, so speedups compare like with like (the idea of Google
+   Benchmark's ``--benchmark_enable_random_interleaving``). ``rounds=1`` times the rows one after
+   the other.
+
+Then per row, one row at a time:
+
 2. latency at batch ``batch`` (``batch_iters`` timed calls after ``ceil(warmup / batch)``, at
    least 2, untimed ones); a static-batch ONNX graph runs the batch in chunks (noted in the row);
 3. accuracy: mIoU / per-class IoU / pixel accuracy on the split (``limit`` images) and the
@@ -41,8 +49,9 @@ class BenchOptions:
         split, data_format: which split / layout of ``data``.
         video: video for the streaming rows (None: built from the split's images in name order).
         input_size: (H, W) benchmark input (None: the model metadata's).
-        warmup: untimed calls before the batch-1 timing.
+        warmup: untimed calls before the batch-1 timing (2 more before each later round).
         iters: timed batch-1 calls per row.
+        rounds: the batch-1 timing is split into this many rounds, interleaved across rows.
         batch: the larger batch for throughput (FPS at batch ``batch``).
         batch_iters: timed calls at ``batch`` (None: ``max(5, iters // batch)``).
         threads: CPU threads for every backend (torch.set_num_threads and ONNX Runtime intra-op).
@@ -69,6 +78,7 @@ class BenchOptions:
     input_size: tuple[int, int] | None = None
     warmup: int = 10
     iters: int = 50
+    rounds: int = 5
     batch: int = 8
     batch_iters: int | None = None
     threads: int = 2
@@ -144,66 +154,92 @@ def _batches(pool: np.ndarray, batch: int) -> list[np.ndarray]:
 # -------------------------------------------------------------------------------------- measurement
 
 
-def _measure(spec: RowSpec, ctx: _Ctx) -> dict:
-    """Latency (batch 1 and batch N) and accuracy of one row; raises what the backend raises."""
-    from unet_edge.preprocess import labels_from_logits
+def _load(spec: RowSpec, ctx: _Ctx):
+    """Load the row's backend; returns (backend, load seconds). Raises what the loader raises."""
     from unet_edge.runtime.loader import load_backend
 
-    opts = ctx.opts
     t0 = time.perf_counter()
-    backend = load_backend(spec.path, device=spec.device, precision=spec.load_precision, threads=opts.threads)
-    out: dict = {"load_s": round(time.perf_counter() - t0, 3)}
-    try:
-        timer = Timer(backend.device)
-        out["timer"] = timer.kind
-        b1 = [ctx.pool[i : i + 1] for i in range(len(ctx.pool))]
-        s1 = time_calls(backend.infer, b1, opts.iters, opts.warmup, timer)
-        out["samples_ms"] = [round(v, 4) for v in s1]
-        out["latency_ms"] = latency_stats(s1)
-        bn = opts.batch
-        b_iters = opts.batch_iters or max(5, opts.iters // bn)
-        b_warm = max(2, math.ceil(opts.warmup / bn))
-        out["batch"] = bn
-        if bn > 1:
-            if spec.static_batch and bn % spec.static_batch:
-                out["batch_latency_ms"] = None
-                spec.notes.append(f"static batch {spec.static_batch}: batch {bn} not a multiple, not timed")
-            else:
-                sn = time_calls(backend.infer, _batches(ctx.pool, bn), b_iters, b_warm, timer)
-                out["batch_samples_ms"] = [round(v, 4) for v in sn]
-                out["batch_latency_ms"] = latency_stats(sn)
-                if spec.static_batch and spec.static_batch < bn:
-                    spec.notes.append(f"static batch {spec.static_batch}: batch {bn} runs as "
-                                      f"{bn // spec.static_batch} chunks")
+    backend = load_backend(spec.path, device=spec.device, precision=spec.load_precision, threads=ctx.opts.threads)
+    return backend, round(time.perf_counter() - t0, 3)
+
+
+def _interleaved_latency(loaded: list[tuple[RowSpec, object]], ctx: _Ctx) -> dict[str, list[float] | Exception]:
+    """Batch-1 latency samples (ms, call order within each round) per row id, timed in
+    ``opts.rounds`` rounds that visit every row in turn; a row whose backend raises gets the
+    exception instead and drops out of later rounds."""
+    opts = ctx.opts
+    b1 = [ctx.pool[i : i + 1] for i in range(len(ctx.pool))]
+    rounds = max(1, min(opts.rounds, opts.iters))
+    share = [opts.iters // rounds + (r < opts.iters % rounds) for r in range(rounds)]
+    out: dict[str, list[float] | Exception] = {spec.id: [] for spec, _ in loaded}
+    for r in range(rounds):
+        for spec, backend in loaded:
+            if isinstance(out[spec.id], Exception):
+                continue
+            start = sum(share[:r]) % len(b1)
+            inputs = b1[start:] + b1[:start]
+            try:
+                out[spec.id] += time_calls(backend.infer, inputs, share[r], opts.warmup if r == 0 else min(2, opts.warmup),
+                                           Timer(backend.device))
+            except Exception as e:  # noqa: BLE001 - reported in this row only
+                out[spec.id] = e
+    return out
+
+
+def _measure(spec: RowSpec, backend, samples_ms: list[float], ctx: _Ctx) -> dict:
+    """Given the row's batch-1 samples, the rest of one row: batch-N latency and accuracy.
+    Raises what the backend raises."""
+    from unet_edge.preprocess import labels_from_logits
+
+    opts = ctx.opts
+    out: dict = {}
+    timer = Timer(backend.device)
+    out["timer"] = timer.kind
+    b1 = [ctx.pool[i : i + 1] for i in range(len(ctx.pool))]
+    out["samples_ms"] = [round(v, 4) for v in samples_ms]
+    out["latency_ms"] = latency_stats(samples_ms)
+    bn = opts.batch
+    b_iters = opts.batch_iters or max(5, opts.iters // bn)
+    b_warm = max(2, math.ceil(opts.warmup / bn))
+    out["batch"] = bn
+    if bn > 1:
+        if spec.static_batch and bn % spec.static_batch:
+            out["batch_latency_ms"] = None
+            spec.notes.append(f"static batch {spec.static_batch}: batch {bn} not a multiple, not timed")
         else:
-            out["batch_latency_ms"] = out["latency_ms"]
-        # accuracy pass
-        preds: list[np.ndarray] = []
+            sn = time_calls(backend.infer, _batches(ctx.pool, bn), b_iters, b_warm, timer)
+            out["batch_samples_ms"] = [round(v, 4) for v in sn]
+            out["batch_latency_ms"] = latency_stats(sn)
+            if spec.static_batch and spec.static_batch < bn:
+                spec.notes.append(f"static batch {spec.static_batch}: batch {bn} runs as "
+                                  f"{bn // spec.static_batch} chunks")
+    else:
+        out["batch_latency_ms"] = out["latency_ms"]
+    # accuracy pass
+    preds: list[np.ndarray] = []
 
-        def recording_infer(x: np.ndarray) -> np.ndarray:
-            y = backend.infer(x)
-            preds.append(labels_from_logits(y))
-            return y
+    def recording_infer(x: np.ndarray) -> np.ndarray:
+        y = backend.infer(x)
+        preds.append(labels_from_logits(y))
+        return y
 
-        if ctx.dataset is not None:
-            from unet_edge.evaluate import evaluate
+    if ctx.dataset is not None:
+        from unet_edge.evaluate import evaluate
 
-            meta = backend.meta.with_(input_size=ctx.size)
-            m = evaluate(recording_infer, ctx.dataset, meta, batch_size=spec.static_batch or opts.eval_batch, limit=opts.limit,
-                         progress=opts.progress, description=f"mIoU {spec.id}")
-            out.update(miou=m["miou"], pixel_accuracy=m["pixel_accuracy"], dice=m.get("dice"),
-                       per_class_iou=m["per_class_iou"], eval_images=m["images"])
-        else:
-            for x in b1:
-                recording_infer(x)
-        labels = np.concatenate(preds) if preds else None
-        if ctx.base_id is None and spec.precision == "fp32":
-            ctx.base_labels, ctx.base_id = labels, spec.id  # the first FP32 row measured (see _measure_order)
-        if ctx.base_labels is not None and labels is not None and labels.shape == ctx.base_labels.shape:
-            out["agreement"] = float((labels == ctx.base_labels).mean())
-            out["agreement_pixels"] = int(labels.size)
-    finally:
-        backend.close()
+        meta = backend.meta.with_(input_size=ctx.size)
+        m = evaluate(recording_infer, ctx.dataset, meta, batch_size=spec.static_batch or opts.eval_batch, limit=opts.limit,
+                     progress=opts.progress, description=f"mIoU {spec.id}")
+        out.update(miou=m["miou"], pixel_accuracy=m["pixel_accuracy"], dice=m.get("dice"),
+                   per_class_iou=m["per_class_iou"], eval_images=m["images"])
+    else:
+        for x in b1:
+            recording_infer(x)
+    labels = np.concatenate(preds) if preds else None
+    if ctx.base_id is None and spec.precision == "fp32":
+        ctx.base_labels, ctx.base_id = labels, spec.id  # the first FP32 row measured (see _measure_order)
+    if ctx.base_labels is not None and labels is not None and labels.shape == ctx.base_labels.shape:
+        out["agreement"] = float((labels == ctx.base_labels).mean())
+        out["agreement_pixels"] = int(labels.size)
     return out
 
 
@@ -401,23 +437,46 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
     rows: list[dict] = []
     specs: dict[str, RowSpec] = {}
     runnable = sorted((r for r in plan.rows if r.status == "planned"), key=_measure_order)
+
+    def fail(i: int, spec: RowSpec, row: dict, e: Exception) -> None:
+        if isinstance(e, BackendUnavailableError):
+            row["status"], row["reason"] = "skipped", str(e)
+        else:  # any backend error fails this row only, reported in it
+            row["status"], row["reason"] = "failed", f"{type(e).__name__}: {e}"
+        log(f"({i + 1}/{len(runnable)}) {spec.label}: {row['status']}: {row['reason']}")
+
+    loaded: list[tuple[RowSpec, object]] = []
     for i, spec in enumerate(runnable):
         row = _row_dict(spec)
-        try:
-            row.update(_measure(spec, ctx))
-            row["status"] = "ok"
-            lat = row["latency_ms"]
-            acc = f", mIoU {row['miou']:.4f}" if row.get("miou") is not None else ""
-            log(f"({i + 1}/{len(runnable)}) {spec.label}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms{acc}")
-        except BackendUnavailableError as e:
-            row["status"], row["reason"] = "skipped", str(e)
-            log(f"({i + 1}/{len(runnable)}) {spec.label}: skipped: {e}")
-        except Exception as e:  # noqa: BLE001 - any backend error fails this row only, reported in it
-            row["status"], row["reason"] = "failed", f"{type(e).__name__}: {e}"
-            log(f"({i + 1}/{len(runnable)}) {spec.label}: failed: {type(e).__name__}: {e}")
-        row["notes"] = spec.notes
         rows.append(row)
         specs[row["id"]] = spec
+        try:
+            backend, row["load_s"] = _load(spec, ctx)
+            loaded.append((spec, backend))
+        except Exception as e:  # noqa: BLE001
+            fail(i, spec, row, e)
+    try:
+        log(f"batch-1 latency: {len(loaded)} rows x {opts.iters} calls in {max(1, min(opts.rounds, opts.iters))} interleaved rounds")
+        samples = _interleaved_latency(loaded, ctx)
+        for spec, backend in loaded:
+            i, row = runnable.index(spec), next(r for r in rows if r["id"] == spec.id)
+            try:
+                if isinstance(samples[spec.id], Exception):
+                    raise samples[spec.id]
+                row.update(_measure(spec, backend, samples[spec.id], ctx))
+                row["status"] = "ok"
+                lat = row["latency_ms"]
+                acc = f", mIoU {row['miou']:.4f}" if row.get("miou") is not None else ""
+                log(f"({i + 1}/{len(runnable)}) {spec.label}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms{acc}")
+            except Exception as e:  # noqa: BLE001
+                fail(i, spec, row, e)
+            finally:
+                backend.close()
+    finally:
+        for _, backend in loaded:
+            backend.close()
+    for row in rows:
+        row["notes"] = specs[row["id"]].notes
     for spec in plan.rows:
         if spec.status == "skipped":
             rows.append(_row_dict(spec))

@@ -116,6 +116,36 @@ def test_time_calls_rotates_inputs_and_excludes_warmup():
 # -------------------------------------------------------------------------------------------- plan
 
 
+def test_interleaved_latency_visits_rows_in_rounds_and_isolates_failures():
+    from types import SimpleNamespace
+
+    from benchmarks.runner import _Ctx, _interleaved_latency
+
+    calls: list[str] = []
+
+    class Fake:
+        device = "cpu"
+
+        def __init__(self, name, fail_at=None):
+            self.name, self.fail_at, self.n = name, fail_at, 0
+
+        def infer(self, x):
+            self.n += 1
+            if self.fail_at is not None and self.n == self.fail_at:
+                raise RuntimeError("boom")
+            calls.append(self.name)
+
+    opts = BenchOptions(iters=7, warmup=3, rounds=3)
+    ctx = _Ctx(opts=opts, plan=None, size=(2, 2), pool=np.zeros((4, 3, 2, 2), np.float32), inputs_desc="", dataset=None,
+               log=print)
+    loaded = [(SimpleNamespace(id="a"), Fake("a")), (SimpleNamespace(id="b"), Fake("b")),
+              (SimpleNamespace(id="c"), Fake("c", fail_at=8))]
+    out = _interleaved_latency(loaded, ctx)
+    assert len(out["a"]) == len(out["b"]) == 7 and isinstance(out["c"], RuntimeError)
+    # round 1: 3 warmup + 3 timed each; round 2: 2 warmup + 2 timed (c fails on its 8th call); round 3: 2 + 2
+    assert calls == ["a"] * 6 + ["b"] * 6 + ["c"] * 6 + ["a"] * 4 + ["b"] * 4 + ["c"] + ["a"] * 4 + ["b"] * 4
+
+
 def test_plan_lists_every_row_and_skips_with_reasons(checkpoint, export_dir):
     plan = plan_rows([str(export_dir)], device="auto")  # no checkpoint given: found via source_checkpoint
     ids = [r.id for r in plan.rows]

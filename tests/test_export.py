@@ -176,3 +176,69 @@ def test_int8_cpu_scheme_is_u8s8_and_labelled(tiny_export):
     assert read_meta(tiny_export / "model_int8.onnx").extra["quantization"]["variant"] == "tensorrt-qdq"
     with load_backend(tiny_export / "model_int8_cpu.onnx") as b:
         assert "cpu-u8s8" in b.label
+
+
+def _conv_d2s_model(mode: str, c_out: int, block: int = 2) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((block * block * c_out, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(block * block * c_out).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("DepthToSpace", ["y"], ["z"], blocksize=block, mode=mode, name="d2s")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", c_out, "hb", "wb"])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("mode,c_out,block", [("CRD", 5, 2), ("DCR", 4, 2), ("CRD", 2, 3)])
+def test_interleave_depth_to_space_is_exact_for_dynamic_shapes(mode, c_out, block):
+    import onnxruntime as ort
+
+    from unet_edge.export.rewrite import interleave_depth_to_space
+
+    before = _conv_d2s_model(mode, c_out, block)
+    after = interleave_depth_to_space(_conv_d2s_model(mode, c_out, block))
+    onnx.checker.check_model(after, full_check=True)
+    ops = [n.op_type for n in after.graph.node]
+    assert "DepthToSpace" not in ops and ops.count("Transpose") == 3
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (before, after)]
+    for shape in [(1, 3, 6, 10), (2, 3, 7, 5)]:
+        x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+        ref, out = (s.run(None, {"x": x})[0] for s in sessions)
+        assert out.shape == ref.shape == (shape[0], c_out, shape[2] * block, shape[3] * block)
+        assert np.abs(out - ref).max() < 1e-5
+
+
+def test_interleave_leaves_a_shared_conv_output_alone():
+    from onnx import helper
+
+    from unet_edge.export.rewrite import interleave_depth_to_space
+
+    model = _conv_d2s_model("CRD", 2)
+    model.graph.output.append(helper.make_tensor_value_info("y2", onnx.TensorProto.FLOAT, ["n", 8, "h", "w"]))
+    model.graph.node.append(helper.make_node("Identity", ["y"], ["y2"]))
+    w = _inits(model)["w"].copy()
+    ops = [n.op_type for n in interleave_depth_to_space(model).graph.node]
+    assert "DepthToSpace" in ops and np.array_equal(_inits(model)["w"], w)
+
+
+def test_int8_cpu_decoder_stays_nhwc_in_onnxruntime(tiny_export, tmp_path):
+    """ONNX Runtime's optimized graph of the CPU INT8 file: no DepthToSpace and no NHWC<->NCHW
+    round trips around the decoder, only the input and output transposes plus one row interleave
+    per upsampling (the DepthToSpace form needed 3 more transposes per upsampling)."""
+    import onnxruntime as ort
+
+    src = onnx.load(str(tiny_export / "model_int8_cpu.onnx"))
+    assert "DepthToSpace" not in {n.op_type for n in src.graph.node}
+    assert "DepthToSpace" in {n.op_type for n in onnx.load(str(tiny_export / "model_int8.onnx")).graph.node}
+    depth = read_meta(tiny_export / "model_int8_cpu.onnx").arch["depth"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(tiny_export / "model_int8_cpu.onnx"), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert "DepthToSpace" not in ops and ops.count("QLinearConv") > 2 * depth
+    assert ops.count("Transpose") == depth + 2
