@@ -47,12 +47,17 @@ def calibration_batches(paths: list[Path], meta: ModelMeta, batch_size: int = 1)
 class OrtCalibrationReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over :func:`calibration_batches`.
 
-    Feeds ``{meta.input_name: float32 (1, 3, H, W)}`` dicts, one image at a time.
+    Feeds ``{meta.input_name: float32 (1, 3, H, W)}`` dicts, one image at a time. ``set_range``
+    restricts it to ``paths[start:end]``: ONNX Runtime's ``CalibStridedMinMax`` option calibrates in
+    such chunks, so the calibrator holds the activations of one chunk, not of every image.
     """
 
     def __init__(self, paths: list[Path], meta: ModelMeta):
         self.paths, self.meta = paths, meta
         self._it = calibration_batches(paths, meta, batch_size=1)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = calibration_batches(self.paths[start_index:end_index], self.meta, batch_size=1)
 
     def get_next(self) -> dict | None:
         batch = next(self._it, None)

@@ -209,3 +209,23 @@ def test_entropy_calibrator_feeds_device_batches(tmp_path):
             calib.free()
     finally:
         ctx.detach()
+
+
+@needs_camvid
+def test_ort_reader_chunks_cover_the_images_once():
+    """``set_range`` chunks (ONNX Runtime's CalibStridedMinMax) feed each image once, in order."""
+    from calibration.images import OrtCalibrationReader
+    from unet_edge.export.int8 import _chunk
+
+    meta = _meta()
+    paths = calibration_images(CAMVID_TRAIN, n=6, seed=0)
+    reader = OrtCalibrationReader(paths, meta)
+    step = _chunk(len(reader), most=4)
+    assert step == 3 and _chunk(64) == 8 and _chunk(13) == 1
+    fed = []
+    for start in range(0, len(reader), step):
+        reader.set_range(start_index=start, end_index=start + step)
+        while (item := reader.get_next()) is not None:
+            fed.append(item[meta.input_name])
+    want = [preprocess(read_image(p), meta)[None] for p in paths]
+    assert len(fed) == 6 and all(np.array_equal(a, b) for a, b in zip(fed, want))
