@@ -57,12 +57,17 @@ def test_onnx_fp32_parity_below_1e_4(tiny_run, tmp_path, folder_dataset):
 def test_dynamic_export_runs_other_sizes_and_batches(tiny_run, tmp_path):
     model, meta, _ = model_from_checkpoint(tiny_run["best"])
     path = export_onnx(model, meta, tmp_path / "dyn.onnx", dynamic=True)
-    x = np.random.default_rng(1).standard_normal((2, 3, 40, 56)).astype(np.float32)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
-    with load_backend(path) as b:
-        assert b.static_batch is None
-        assert np.abs(b.infer(x) - ref).max() < 1e-4
+    m = model.multiple
+    # the export size, a multiple of 2**depth, and sizes that need padding other than the export size's
+    for shape in [(1, 3, *meta.input_size), (2, 3, 5 * m, 7 * m), (2, 3, 5 * m + 1, 7 * m - 3), (1, 3, m - 1, 3 * m + 5)]:
+        x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        with load_backend(path) as b:
+            assert b.static_batch is None
+            out = b.infer(x)
+        assert out.shape == ref.shape == (shape[0], meta.num_classes, *shape[2:])
+        assert np.abs(out - ref).max() < 1e-4
 
 
 def test_export_report_parity(tiny_export):

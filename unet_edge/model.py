@@ -117,7 +117,11 @@ class UNet(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         m = self.multiple
         pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
-        if pad_h or pad_w:
+        # Traced for export, h and w are graph values: pad and crop unconditionally (no-ops at a
+        # multiple of m; onnxsim folds them for static shapes), so a dynamic-H/W graph serves any size.
+        traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        crop = traced or bool(pad_h or pad_w)
+        if crop:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.stem(x)
         skips = [x]
@@ -129,7 +133,7 @@ class UNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips)):
             x = block(x, skip)
         logits = self.head(x)
-        if pad_h or pad_w:
+        if crop:
             logits = logits[..., :h, :w]
         return logits
 

@@ -63,7 +63,7 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, path: str | Path, dynam
     with atomic_path(path) as tmp:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings: the pad branch is fixed at the export size
+                warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic (traced as graph ops)
                 torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=OPSET,
                                   input_names=[meta.input_name], output_names=[meta.output_name],
                                   dynamic_axes=axes, do_constant_folding=True)
