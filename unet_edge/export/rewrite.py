@@ -60,7 +60,7 @@ def for_deployment(model: nn.Module) -> nn.Module:
 
 def interleave_depth_to_space(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite every ``Conv -> DepthToSpace`` of ``model`` (in place, and returned) so ONNX Runtime
-    can run it in its NHWC int8 chain; the outputs are bit-identical in FP32.
+    can run it in its NHWC int8 chain; the FP32 outputs are the same (bit-identical on the CamVid model).
 
     ONNX Runtime's CPU NHWC transformer (which turns Q/DQ Conv chains into NHWC ``QLinearConv``)
     has no NHWC DepthToSpace, so each one is wrapped in NHWC<->NCHW transposes, and the decoder's
