@@ -41,7 +41,7 @@ from calibration.images import OrtCalibrationReader, calibration_images
 
 from ..errors import ExportError
 from ..metadata import ModelMeta
-from .onnx_export import save_onnx
+from .onnx_export import save_onnx, simplify_onnx
 from .rewrite import interleave_depth_to_space
 
 CALIB_METHODS = ("entropy", "minmax", "percentile")
@@ -123,16 +123,8 @@ def _chunk(n: int, most: int = 8) -> int:
 def _cpu_layout(fp32_path: str | Path, path: Path) -> Path:
     """The FP32 graph with its upsampling written for ONNX Runtime's NHWC int8 chain
     (:func:`~unet_edge.export.rewrite.interleave_depth_to_space`), simplified, saved at ``path``."""
-    import onnxsim
-
     model = interleave_depth_to_space(onnx.load(str(fp32_path)))
-    try:
-        model, ok = onnxsim.simplify(model)
-    except Exception as e:
-        raise ExportError(f"onnxsim failed on the NHWC-friendly graph of {fp32_path}: {e}") from e
-    if not ok:
-        raise ExportError(f"onnxsim could not validate the NHWC-friendly graph of {fp32_path}")
-    onnx.save(model, str(path))
+    onnx.save(simplify_onnx(model, f"NHWC-friendly graph of {fp32_path}"), str(path))
     return path
 
 

@@ -44,6 +44,23 @@ def save_onnx(model: onnx.ModelProto, meta: ModelMeta, path: str | Path) -> Path
     return Path(path)
 
 
+def simplify_onnx(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    """``model`` simplified by onnxsim (constant folding, BatchNorm folded into Conv, no-op removal).
+
+    Raises:
+        ExportError: onnxsim fails or cannot validate the result; the message names ``what``.
+    """
+    import onnxsim
+
+    try:
+        model, ok = onnxsim.simplify(model)
+    except Exception as e:
+        raise ExportError(f"onnxsim failed to simplify {what}: {e}") from e
+    if not ok:
+        raise ExportError(f"onnxsim could not validate its simplification of {what}")
+    return model
+
+
 def export_onnx(model: torch.nn.Module, meta: ModelMeta, path: str | Path, dynamic: bool = False,
                 simplify: bool = True) -> Path:
     """Export ``model`` to ONNX: input ``meta.input_name`` float32 (N, 3, H, W), output
@@ -71,14 +88,7 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, path: str | Path, dynam
             raise ExportError(f"torch.onnx.export failed: {e}") from e
         proto = onnx.load(str(tmp))
     if simplify:
-        import onnxsim
-
-        try:
-            proto, ok = onnxsim.simplify(proto)
-        except Exception as e:
-            raise ExportError(f"onnxsim failed to simplify the graph: {e}") from e
-        if not ok:
-            raise ExportError("onnxsim could not validate the simplified graph; re-run with --no-simplify")
+        proto = simplify_onnx(proto, "the exported graph")
     return save_onnx(proto, meta.with_(precision="fp32", extra={"onnx": {"opset": OPSET, "dynamic": dynamic}}), path)
 
 

@@ -93,14 +93,13 @@ def interleave_depth_to_space(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         attrs = {a.name: a for a in node.attribute}
         b = attrs["blocksize"].i
+        c = inits[conv.input[1]].dims[0] // (b * b)  # weight (b*b*C, C_in, kH, kW)
         if attrs.get("mode") is not None and attrs["mode"].s == b"CRD":
-            for name in conv.input[1:]:  # weight (b*b*C, C_in, kH, kW) and bias (b*b*C,)
+            order = np.arange(b * b * c).reshape(c, b * b).T.reshape(-1)
+            for name in conv.input[1:]:  # weight and bias (b*b*C,)
                 arr = numpy_helper.to_array(inits[name])
-                c = arr.shape[0] // (b * b)
-                order = np.arange(arr.shape[0]).reshape(c, b * b).T.reshape(-1)
                 inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr[order]), name))
         x, p = node.input[0], node.name or node.output[0]
-        c = numpy_helper.to_array(inits[conv.input[1]]).shape[0] // (b * b)
         consts = {"rows": [0, 0, 0, b, b * c], "nhwc_axes": [0, 2, 3, 1], "scale": [1, b, b, 1], "channels": [1, 1, 1, b * b]}
         for key, value in consts.items():
             graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), f"{p}/{key}"))
