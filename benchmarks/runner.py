@@ -445,21 +445,20 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
             row["status"], row["reason"] = "failed", f"{type(e).__name__}: {e}"
         log(f"({i + 1}/{len(runnable)}) {spec.label}: {row['status']}: {row['reason']}")
 
-    loaded: list[tuple[RowSpec, object]] = []
+    loaded: list[tuple[int, RowSpec, dict, object]] = []
     for i, spec in enumerate(runnable):
         row = _row_dict(spec)
         rows.append(row)
         specs[row["id"]] = spec
         try:
             backend, row["load_s"] = _load(spec, ctx)
-            loaded.append((spec, backend))
+            loaded.append((i, spec, row, backend))
         except Exception as e:  # noqa: BLE001
             fail(i, spec, row, e)
     try:
         log(f"batch-1 latency: {len(loaded)} rows x {opts.iters} calls in {max(1, min(opts.rounds, opts.iters))} interleaved rounds")
-        samples = _interleaved_latency(loaded, ctx)
-        for spec, backend in loaded:
-            i, row = runnable.index(spec), next(r for r in rows if r["id"] == spec.id)
+        samples = _interleaved_latency([(spec, backend) for _, spec, _, backend in loaded], ctx)
+        for i, spec, row, backend in loaded:
             try:
                 if isinstance(samples[spec.id], Exception):
                     raise samples[spec.id]
@@ -473,7 +472,7 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
             finally:
                 backend.close()
     finally:
-        for _, backend in loaded:
+        for *_, backend in loaded:
             backend.close()
     for row in rows:
         row["notes"] = specs[row["id"]].notes

@@ -236,22 +236,20 @@ def memory_pass(spec: dict) -> dict:
         backend = load_backend(spec["path"], device=spec["device"], precision=spec.get("precision"),
                                threads=int(spec.get("threads") or 0))
         out["rss_load_mb"] = (rss_bytes() - base) / MB
-        try:
-            for _ in range(3):
-                backend.infer(x1)
+        def peak_mb_after(x: np.ndarray, calls: int) -> float:
+            """Peak RSS (MB above ``base``) after ``calls`` inferences of ``x``."""
+            for _ in range(calls):
+                backend.infer(x)
                 gpu_sample()
-            p1 = peak.mark()
+            p = peak.mark()
             if _maxrss_bytes() > maxrss0:
-                p1 = max(p1, _maxrss_bytes())
-            out["rss_peak_b1_mb"] = (p1 - base) / MB
+                p = max(p, _maxrss_bytes())
+            return (p - base) / MB
+
+        try:
+            out["rss_peak_b1_mb"] = peak_mb_after(x1, 3)
             try:
-                for _ in range(2):
-                    backend.infer(xb)
-                    gpu_sample()
-                pb = peak.mark()
-                if _maxrss_bytes() > maxrss0:
-                    pb = max(pb, _maxrss_bytes())
-                out["rss_peak_batch_mb"] = (pb - base) / MB
+                out["rss_peak_batch_mb"] = peak_mb_after(xb, 2)
             except Exception as e:  # noqa: BLE001 - a static graph may refuse the batch
                 out["batch_error"] = f"{type(e).__name__}: {e}"
         finally:
