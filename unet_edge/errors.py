@@ -40,3 +40,25 @@ class ExportError(UnetEdgeError):
     """Exporting, simplifying or quantizing a model failed or produced a model that fails its checks."""
 
     exit_code = 7
+
+
+class UsageError(UnetEdgeError):
+    """An option value or combination the command cannot accept (the CLI's usage exit code)."""
+
+    exit_code = 2
+
+
+class Int8AccuracyError(ExportError):
+    """An INT8 artifact lost more accuracy against FP32 than the export allows."""
+
+
+class UnetEdgeWarning(UserWarning):
+    """Base class of unet-edge warnings; the CLI prints them as ``warning:`` lines."""
+
+
+class EmulatedPrecisionWarning(UnetEdgeWarning):
+    """A precision was requested that this host only emulates (slow, but it runs)."""
+
+
+class HostMismatchWarning(UnetEdgeWarning):
+    """An artifact made for another CPU class runs here (its kernels may differ in speed or numbers)."""
