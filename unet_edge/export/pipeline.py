@@ -16,12 +16,14 @@ import torch
 
 from ..artifacts import model_from_checkpoint, read_meta
 from ..data.layouts import load_dataset
-from ..errors import DataError
+from ..errors import DataError, ExportError, Int8AccuracyError
 from ..evaluate import evaluate
+from ..host import probe_host, resolve_threads
 from ..io_utils import sha256, write_json_atomic
 from ..preprocess import preprocess
 from ..runtime.ort_backend import OrtBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
+from .accuracy import MAX_CLASS_DROP, MAX_MIOU_DROP, check_int8
 from .fp16 import export_fp16
 from .int8 import export_int8
 from .onnx_export import export_onnx, parity
@@ -50,7 +52,15 @@ class ExportOptions:
     eval_split: str = "val"
     eval_limit: int | None = None
     threads: int = 0
+    int8_target: str | None = None
+    allow_int8_drop: bool = False
+    max_int8_drop: float = MAX_MIOU_DROP
+    max_int8_class_drop: float = MAX_CLASS_DROP
     progress: bool = True
+
+
+#: INT8 report keys -> which run of the file the accuracy check gates (see :mod:`.accuracy`).
+INT8_GATES = {"onnx_int8": "fake_quant", "onnx_int8_cpu": "kernel"}
 
 
 def _parity_batch(meta, opts: ExportOptions) -> np.ndarray:
@@ -69,27 +79,33 @@ def _parity_batch(meta, opts: ExportOptions) -> np.ndarray:
 def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] = print) -> dict:
     """Export a checkpoint into ``out_dir`` (file names in :data:`FILES`) and return the report
     (also written to ``export_report.json``): per artifact its path, size MB, sha256, parity vs
-    PyTorch FP32 (max abs logit error, argmax agreement) and, with ``eval_data``, validation metrics.
+    PyTorch FP32 (max abs logit error, argmax agreement), the host it was made on and, with
+    ``eval_data``, validation metrics per precision plus the INT8 accuracy check
+    (``int8_check``: INT8 vs FP32 per class, and the fake-quant run that separates scale and
+    kernel effects, :mod:`unet_edge.export.accuracy`).
 
     Raises:
-        ArtifactError: bad checkpoint. ExportError: export/quantization failure. DataError: bad
-        calibration/eval data (``int8`` without ``calib_data`` is an ExportError).
+        ArtifactError: bad checkpoint. ExportError: export/quantization failure (``int8`` without
+        ``calib_data`` too). Int8AccuracyError: an INT8 file lost more than ``max_int8_drop`` mIoU
+        points or ``max_int8_class_drop`` points on a class (unless ``allow_int8_drop``); the
+        report is written first. DataError: bad calibration/eval data.
     """
-    from ..errors import ExportError
-
     if opts.int8 and not opts.calib_data:
         raise ExportError("--int8 needs --calib-data DIR (a dataset or image folder to calibrate on)")
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    host = probe_host()
+    threads = resolve_threads(opts.threads)
+    torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, meta, _ = model_from_checkpoint(checkpoint)
-    meta = meta.with_(extra={"source_checkpoint": str(Path(checkpoint).resolve())})
+    meta = meta.with_(extra={"source_checkpoint": str(Path(checkpoint).resolve()),
+                             "export_host": {"cpu_model": host.cpu_model, "cpu_class": host.cpu_class,
+                                             "int8_family": host.int8_family}})
     batch = _parity_batch(meta, opts)
     with torch.inference_mode():
         ref = model(torch.from_numpy(batch)).numpy()
 
-    report: dict = {"checkpoint": str(checkpoint), "artifacts": {}}
+    report: dict = {"checkpoint": str(checkpoint), "artifacts": {}, "host": host.to_dict(), "threads": threads}
 
     def record(key: str, path: Path, backend) -> None:
         logits = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(len(batch))])
@@ -100,36 +116,69 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         log(f"  {key:<12} {path.name:<18} {entry['size_mb']:7.2f} MB  max|dlogit| {p['max_abs_error']:.2e}  "
             f"argmax agreement {p['argmax_agreement'] * 100:.3f}%")
 
-    log(f"exporting {checkpoint} -> {out}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} images)")
+    log(f"exporting {checkpoint} -> {out}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} images, "
+        f"{threads} threads, host {host.cpu_class})")
     ts = export_torchscript(model, meta, out / FILES["torchscript"])
     record("torchscript", ts, TorchScriptBackend(load_torchscript(ts), meta))
     fp32 = export_onnx(for_deployment(model), meta, out / FILES["fp32"], dynamic=opts.dynamic)
-    record("onnx_fp32", fp32, OrtBackend(str(fp32), read_meta(fp32), threads=opts.threads))
+    record("onnx_fp32", fp32, OrtBackend(str(fp32), read_meta(fp32), threads=threads))
     if opts.fp16:
         fp16 = export_fp16(fp32, meta, out / FILES["fp16"])
-        record("onnx_fp16", fp16, OrtBackend(str(fp16), read_meta(fp16), threads=opts.threads))
+        record("onnx_fp16", fp16, OrtBackend(str(fp16), read_meta(fp16), threads=threads))
     if opts.int8:
         int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
                            opts.data_format, cache_path=out / FILES["calib_cache"], scheme="tensorrt")
         int8_meta = read_meta(int8)
         report["qdq"] = int8_meta.extra["quantization"]["qdq"]
-        record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=opts.threads))
+        record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=threads))
         report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
         int8_cpu = export_int8(fp32, meta, out / FILES["int8_cpu"], opts.calib_data, opts.calib_images,
-                               opts.calib_method, opts.data_format, scheme="cpu")
-        record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), read_meta(int8_cpu), threads=opts.threads))
+                               opts.calib_method, opts.data_format, scheme="cpu", target=opts.int8_target)
+        cpu_meta = read_meta(int8_cpu)
+        q = cpu_meta.extra["quantization"]
+        log(f"  CPU INT8 for {q['target']} CPUs: {q['weights']} ({q['target_why']})")
+        record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), cpu_meta, threads=threads))
 
     if opts.eval_data:
-        ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
-        rows = {"pytorch_fp32": TorchBackend(model, meta)}
-        for key in ("onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"):
-            if key in report["artifacts"]:
-                path = report["artifacts"][key]["path"]
-                rows[key] = OrtBackend(path, read_meta(path), threads=opts.threads)
-        for key, backend in rows.items():
-            m = evaluate(backend.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress, description=f"mIoU {key}")
-            report.setdefault("eval", {})[key] = {k: m[k] for k in ("miou", "pixel_accuracy", "dice", "per_class_iou", "images")}
-            log(f"  {opts.eval_split} mIoU {key:<13} {m['miou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}")
-        report["eval_split"] = opts.eval_split
+        _evaluate_all(model, meta, report, opts, threads, log)
+    elif opts.int8:
+        report["int8_check"] = {"status": "not run", "reason": "no evaluation data (--no-eval)"}
+        log("  warning: INT8 accuracy against FP32 was not checked (no evaluation data)")
     write_json_atomic(out / FILES["report"], report)
+    failed = [c for c in report.get("int8_check", {}).values() if isinstance(c, dict) and c.get("passed") is False]
+    if failed and not opts.allow_int8_drop:
+        raise Int8AccuracyError(" | ".join(c["message"] for c in failed))
     return report
+
+
+def _evaluate_all(model, meta, report: dict, opts: ExportOptions, threads: int, log) -> None:
+    """Score every precision on the eval split (plus fake-quant runs of the INT8 files) into
+    ``report["eval"]`` and the INT8 verdicts into ``report["int8_check"]``."""
+    ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
+    rows = {"pytorch_fp32": TorchBackend(model, meta, precision="fp32")}
+    for key in ("onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"):
+        if key in report["artifacts"]:
+            path = report["artifacts"][key]["path"]
+            rows[key] = OrtBackend(path, read_meta(path), threads=threads)
+            if key in INT8_GATES:
+                rows[f"{key}_fakequant"] = OrtBackend(path, read_meta(path), threads=threads, optimize=False)
+    ev = report.setdefault("eval", {})
+    for key, backend in rows.items():
+        m = evaluate(backend.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress, description=f"mIoU {key}")
+        ev[key] = {k: m[k] for k in ("miou", "pixel_accuracy", "dice", "per_class_iou", "images")}
+        log(f"  {opts.eval_split} mIoU {key:<22} {m['miou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}")
+    report["eval_split"] = opts.eval_split
+    host = probe_host()
+    for key, gate in INT8_GATES.items():
+        if key not in ev:
+            continue
+        c = check_int8(key, ev["onnx_fp32"], ev[key], ev[f"{key}_fakequant"], gate=gate,
+                       max_miou_drop=opts.max_int8_drop, max_class_drop=opts.max_int8_class_drop)
+        entry = c.to_dict()
+        entry.update(host=host.cpu_class, status="passed" if c.passed else "failed",
+                     message=c.message(Path(report["artifacts"][key]["path"]).name, opts.eval_split, host.int8_family))
+        report.setdefault("int8_check", {})[key] = entry
+        verdict = "ok" if c.passed else ("FAILED (allowed by --allow-int8-drop)" if opts.allow_int8_drop else "FAILED")
+        log(f"  INT8 check {key}: {verdict}: -{c.miou_drop:.2f} mIoU points ({c.gated}), worst class "
+            f"{c.worst_class} -{c.worst_class_drop:.1f}; fake-quant -{c.fake_quant_drop:.2f}, integer kernels "
+            f"-{c.kernel_effect:.2f}")

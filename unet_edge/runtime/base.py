@@ -17,6 +17,7 @@ class Backend(ABC):
         device: ``cpu`` or ``cuda``.
         meta: the artifact's :class:`ModelMeta`.
         path: the artifact file.
+        threads: CPU threads it runs with (None on a GPU).
 
     Backends are context managers; :meth:`close` releases sessions and device memory.
     """
@@ -24,6 +25,7 @@ class Backend(ABC):
     name: str = "?"
     precision: str = "fp32"
     device: str = "cpu"
+    threads: int | None = None
 
     def __init__(self, meta: ModelMeta, path: str = ""):
         self.meta = meta

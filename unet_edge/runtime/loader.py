@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..artifacts import artifact_kind, model_from_checkpoint, read_meta
 from ..errors import BackendUnavailableError
+from ..host import resolve_threads
 from .base import Backend
 
 
@@ -17,17 +18,19 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
             silent fallback.
         precision: PyTorch only: ``fp32`` (default), ``bf16`` (CPU autocast) or ``fp16`` (CUDA
             autocast). ONNX and engine precision is fixed by the artifact; asking for another raises.
-        threads: CPU threads for PyTorch (``torch.set_num_threads``) / ONNX Runtime intra-op.
+        threads: CPU threads for PyTorch (``torch.set_num_threads``) / ONNX Runtime intra-op;
+            0: the physical cores (:func:`unet_edge.host.resolve_threads`). ``backend.threads`` says
+            the count used.
 
     Raises:
         ArtifactError: unknown or corrupt artifact. BackendUnavailableError: device/precision not
         available for this artifact on this host.
     """
-    import torch
-
     kind = artifact_kind(path)
-    if threads:
-        torch.set_num_threads(threads)
+    if kind in ("checkpoint", "torchscript"):
+        import torch
+
+        torch.set_num_threads(resolve_threads(threads))
     if kind == "checkpoint":
         from .torch_backend import TorchBackend
 

@@ -1,11 +1,38 @@
 """ONNX Runtime backend for FP32, FP16 and INT8 (Q/DQ) ONNX artifacts."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailableError
+from ..errors import ArtifactError, BackendUnavailableError, HostMismatchWarning
+from ..host import probe_host, resolve_threads
 from ..metadata import ModelMeta
 from .base import Backend
+
+
+def int8_target(meta: ModelMeta) -> str | None:
+    """The INT8 kernel family a CPU INT8 file was quantized for (``quantization.target``); files
+    of the ``cpu`` scheme written before targets were recorded were made for ``x86-vnni``. None for
+    other files."""
+    q = meta.extra.get("quantization") or {}
+    if q.get("scheme") != "cpu":
+        return None
+    return q.get("target") or "x86-vnni"
+
+
+def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
+    """Warn (:class:`HostMismatchWarning`) and return the message when a CPU INT8 file made for
+    one INT8 kernel family runs on a CPU of another; None when they match or it is no such file."""
+    target = int8_target(meta)
+    host = host or probe_host()
+    if target is None or target == host.int8_family:
+        return None
+    msg = (f"{path} was quantized for {target} CPUs but this host is {host.cpu_class} ({host.int8_family} int8 "
+           f"kernels): its accuracy and speed here are not what its export measured; re-export on this host "
+           f"(`unet-edge export ... --int8`) or with --int8-target {host.int8_family}")
+    warnings.warn(msg, HostMismatchWarning, stacklevel=3)
+    return msg
 
 
 class OrtBackend(Backend):
@@ -16,7 +43,13 @@ class OrtBackend(Backend):
         meta: its :class:`ModelMeta` (``meta.precision`` names the row).
         device: ``cpu`` (CPUExecutionProvider) or ``cuda`` (CUDAExecutionProvider; raises if absent —
             never a silent CPU fallback).
-        threads: intra-op threads (0: ONNX Runtime's default, one per physical core).
+        threads: intra-op threads (0: the physical cores, :func:`unet_edge.host.resolve_threads`).
+        optimize: ``False`` disables ONNX Runtime's graph optimizations: a Q/DQ graph then runs
+            QuantizeLinear/DequantizeLinear as float ops around float convolutions (fake
+            quantization), which shows the accuracy of the scales apart from the integer kernels.
+
+    Warns:
+        HostMismatchWarning: a CPU INT8 file made for another INT8 kernel family (:func:`check_int8_host`).
 
     Raises:
         BackendUnavailableError: CUDA requested but the CUDA provider is not available.
@@ -25,7 +58,7 @@ class OrtBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str, meta: ModelMeta, device: str = "cpu", threads: int = 0):
+    def __init__(self, path: str, meta: ModelMeta, device: str = "cpu", threads: int = 0, optimize: bool = True):
         import onnxruntime as ort
 
         super().__init__(meta, path)
@@ -42,11 +75,16 @@ class OrtBackend(Backend):
         self.precision = meta.precision
         #: e.g. ``tensorrt-qdq`` / ``cpu-u8s8`` for the two INT8 schemes; empty otherwise
         self.variant = meta.extra.get("quantization", {}).get("variant", "")
+        #: the INT8 kernel family the file was made for (CPU INT8 files only)
+        self.int8_target = int8_target(meta)
+        self.host_warning = check_int8_host(meta, path) if self.device == "cpu" else None
+        self.threads = resolve_threads(threads)
+        self.optimize = optimize
         so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                       else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:
@@ -59,7 +97,8 @@ class OrtBackend(Backend):
     @property
     def label(self) -> str:
         v = f" {self.variant}" if self.variant else ""
-        return f"{self.name} {self.precision}{v} ({self.device})"
+        fq = " fake-quant" if not self.optimize and self.precision == "int8" else ""
+        return f"{self.name} {self.precision}{v}{fq} ({self.device})"
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Logits for ``batch``; a static-batch graph is run in chunks of its batch size."""

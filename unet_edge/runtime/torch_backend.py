@@ -8,6 +8,7 @@ import torch
 
 from ..errors import BackendUnavailableError
 from ..metadata import ModelMeta
+from ..precision import choose_precision
 from .base import Backend
 
 
@@ -27,7 +28,12 @@ def resolve_device(device: str) -> str:
 class TorchBackend(Backend):
     """Eager ``torch.nn.Module`` inference (the FP32 baseline).
 
-    ``precision``: ``fp32``; ``bf16`` (CPU autocast) or ``fp16`` (CUDA autocast) on request.
+    ``precision``: ``fp32``; ``bf16`` or ``fp16`` autocast on request; ``auto``: the host's
+    choice (:func:`unet_edge.precision.choose_precision`: never an emulated one). An explicit
+    emulated request (bf16 on a CPU without bf16 arithmetic) runs with an EmulatedPrecisionWarning.
+
+    Raises:
+        BackendUnavailableError: fp16 on CPU, or CUDA asked for and absent. UsageError: unknown precision.
     """
 
     name = "pytorch"
@@ -35,11 +41,10 @@ class TorchBackend(Backend):
     def __init__(self, module: torch.nn.Module, meta: ModelMeta, path: str = "", device: str = "cpu", precision: str = "fp32"):
         super().__init__(meta, path)
         self.device = resolve_device(device)
-        if precision == "fp16" and self.device == "cpu":
-            raise BackendUnavailableError("PyTorch FP16 inference needs CUDA; on CPU use --precision bf16 or fp32")
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise BackendUnavailableError(f"PyTorch backend has no {precision!r} precision; use fp32, bf16 (CPU) or fp16 (CUDA)")
-        self.precision = precision
+        #: the :class:`~unet_edge.precision.PrecisionChoice` (precision, reason, emulated)
+        self.precision_choice = choose_precision(self.device, precision)
+        self.precision = self.precision_choice.precision
+        self.threads = torch.get_num_threads() if self.device == "cpu" else None
         self.module = module.to(self.device).eval()
 
     def _autocast(self):

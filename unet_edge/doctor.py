@@ -1,0 +1,59 @@
+"""``unet-edge doctor``: the host probe and what each stage will choose on it, with the reason
+(in the spirit of ``yolo checks`` and ``polygraphy inspect capability``)."""
+from __future__ import annotations
+
+from .export.int8 import CPU_TARGETS
+from .host import HostInfo, probe_host
+from .precision import choose_precision
+
+
+def diagnose(host: HostInfo | None = None) -> dict:
+    """Describe ``host`` (default: this one) and the choices made on it.
+
+    Returns:
+        ``{"host": HostInfo.to_dict(), "host_lines": {label: text}, "choices": [{"stage",
+        "choice", "why"}]}`` — JSON-ready.
+    """
+    host = host or probe_host()
+    gpu = host.cuda[0] if host.cuda else None
+    lines = {
+        "CPU": f"{host.cpu_model} ({host.arch})",
+        "CPU class": host.cpu_class,
+        "INT8 kernels": host.int8_family,
+        "ISA flags": " ".join(sorted(host.flags)) or "none of the tracked ones",
+        "PyTorch CPU dispatch": host.torch_cpu_capability or "?",
+        "cores": f"{host.cores_physical} physical, {host.cores_logical} logical, {host.affinity} usable",
+        "CUDA": ", ".join(f"cuda:{d.index} {d.name} sm {d.capability[0]}.{d.capability[1]} {d.memory_gb:g} GB"
+                          for d in host.cuda) or "none",
+        "ONNX Runtime providers": ", ".join(host.ort_providers) or "onnxruntime not installed",
+        "TensorRT": host.tensorrt or "not installed",
+        "versions": ", ".join(f"{k} {v}" for k, v in host.versions.items()),
+    }
+    choices = []
+    cpu = choose_precision("cpu", "auto", host)
+    choices.append({"stage": "train / validation (CPU)", "choice": f"{cpu.precision} autocast" if cpu.autocast else "fp32",
+                    "why": cpu.reason})
+    if gpu:
+        g = choose_precision(f"cuda:{gpu.index}", "auto", host)
+        choices.append({"stage": "train / validation (CUDA)", "choice": g.precision,
+                        "why": g.reason + "; channels_last, cudnn.benchmark"})
+    choices.append({"stage": "threads", "choice": str(host.default_threads),
+                    "why": "physical cores usable by this process (PyTorch and ONNX Runtime; --threads overrides)"})
+    t = CPU_TARGETS[host.int8_family]
+    choices.append({"stage": "export --int8 (CPU file)", "choice": f"model_int8_cpu.onnx for {host.int8_family}: {t['weights']}",
+                    "why": t["why"]})
+    choices.append({"stage": "export --int8 (TensorRT file)", "choice": "model_int8.onnx: symmetric int8 Q/DQ + calib.cache",
+                    "why": "TensorRT explicit quantization (10.x and 11.x) needs zero points of 0"})
+    choices.append({"stage": "bench PyTorch BF16 row", "choice": "timed" if host.native_bf16 else "skipped",
+                    "why": cpu.reason if host.native_bf16 else "bf16 is emulated on this CPU (minutes per row); --emulated times it"})
+    if gpu and host.tensorrt:
+        deploy = ("TensorRT engine (unet-edge build EXPORT_DIR --precision int8)",
+                  f"TensorRT {host.tensorrt} and {gpu.name}: engines are built on the target GPU")
+    elif gpu and "CUDAExecutionProvider" in host.ort_providers:
+        deploy = ("model_fp16.onnx on ONNX Runtime CUDA", "a CUDA GPU without TensorRT")
+    else:
+        deploy = (f"model_int8_cpu.onnx (ONNX Runtime CPU, made for {host.int8_family})",
+                  "no usable GPU: the CPU INT8 file is the fastest artifact that keeps FP32's mIoU "
+                  "(the export's INT8 check verifies it on this host)")
+    choices.append({"stage": "run / deploy", "choice": deploy[0], "why": deploy[1]})
+    return {"host": host.to_dict(), "host_lines": lines, "choices": choices}
