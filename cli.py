@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from unet_edge.errors import UnetEdgeError
+from unet_edge.errors import UnetEdgeError, UnetEdgeWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT).")
@@ -41,11 +42,23 @@ def _size(text: str, what: str) -> tuple[int, int]:
         raise typer.BadParameter(f"{what} must look like HxW, e.g. 360x480; got {text!r}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """unet-edge warnings as one yellow ``warning:`` line; others as Python prints them."""
+    if issubclass(category, UnetEdgeWarning):
+        console.print(f"[yellow]warning:[/] {escape(str(message))}")
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def handle_errors(fn):
-    """Turn library errors into a clear message and the error's exit code."""
+    """Turn library errors into a clear message and the error's exit code; print library warnings."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        warnings.showwarning = _show_warning
         try:
             return fn(*args, **kwargs)
         except UnetEdgeError as e:
@@ -184,17 +197,28 @@ def export(
     eval_limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N images."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the per-precision mIoU report."),
     jetson: Optional[Path] = typer.Option(None, help="Also write a self-contained Jetson bundle (ONNX, cache, build_engine.sh) here."),
-    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    int8_target: Optional[str] = typer.Option(None, help="CPU INT8 file for this INT8 kernel family: x86-vnni (AVX512-VNNI, AVX-VNNI, AMX), "
+                                                         "x86-avx2 (no VNNI: 7-bit weights), arm64, generic (default: this host's; see `doctor`)."),
+    allow_int8_drop: bool = typer.Option(False, "--allow-int8-drop", help="Keep INT8 files that fail the accuracy check (exit 0)."),
+    max_int8_drop: float = typer.Option(1.0, min=0.0, help="INT8 check: most mIoU points an INT8 file may lose against FP32."),
+    max_int8_class_drop: float = typer.Option(3.0, min=0.0, help="INT8 check: most IoU points any class may lose."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
 ):
-    """Export TorchScript + ONNX (FP32, optional FP16 and INT8 Q/DQ) with parity and mIoU per precision."""
+    """Export TorchScript + ONNX (FP32, optional FP16 and INT8 Q/DQ) with parity and mIoU per precision.
+
+    With --int8 and evaluation data, every INT8 file is checked against FP32 per class (and as a fake-quant
+    run that separates calibration scales from integer-kernel effects); a file losing more than
+    --max-int8-drop mIoU points or --max-int8-class-drop on a class fails the export (exit 7) unless
+    --allow-int8-drop."""
     from unet_edge.export.pipeline import ExportOptions, export_all
 
     opts = ExportOptions(
         fp16=fp16, int8=int8, calib_data=str(calib_data) if calib_data else None, calib_images=calib_images,
         calib_method=calib_method, data_format=data_format, dynamic=dynamic, threads=threads,
         eval_data=None if no_eval else str(eval_data or calib_data) if (eval_data or calib_data) else None,
-        eval_split=eval_split, eval_limit=eval_limit, progress=not as_json,
+        eval_split=eval_split, eval_limit=eval_limit, int8_target=int8_target, allow_int8_drop=allow_int8_drop,
+        max_int8_drop=max_int8_drop, max_int8_class_drop=max_int8_class_drop, progress=not as_json,
     )
     report = export_all(checkpoint, out, opts, log=log)
     if jetson:
@@ -296,10 +320,13 @@ def bench(
                                               "so load drift on a shared machine hits all rows alike (1: one row after another)."),
     batch: int = typer.Option(8, min=1, help="Larger batch for throughput (FPS@B)."),
     batch_iters: Optional[int] = typer.Option(None, min=1, help="Timed calls at --batch (default max(5, iters // batch))."),
-    threads: int = typer.Option(2, min=0, help="CPU threads for every backend, torch and ONNX Runtime alike (0: library defaults)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for every backend, torch and ONNX Runtime alike (0: the physical cores; "
+                                               "the report records the resolved count)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Score mIoU on the first N images only."),
     pool: int = typer.Option(16, min=1, help="Distinct real images rotated through the timed calls."),
     device: str = typer.Option("auto", help="cpu (CPU rows), cuda (GPU rows) or auto (CPU rows + GPU rows when CUDA is available)."),
+    emulated: bool = typer.Option(False, "--emulated", help="Also time precisions this host only emulates (slow); "
+                                                            "by default those rows are skipped with the cost as the reason."),
     memory: str = typer.Option("subprocess", help="Memory pass: subprocess (fresh process per row), inprocess or off."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="End-to-end streaming rows for the baseline and the best backend."),
     stream_frames: int = typer.Option(100, min=1, help="Frames per streaming row."),
@@ -329,7 +356,7 @@ def bench(
                         video=str(video) if video else None,
                         input_size=_size(input_size, "--input-size") if input_size else None, warmup=warmup,
                         iters=iters, rounds=rounds, batch=batch, batch_iters=batch_iters, threads=threads, limit=limit, pool=pool,
-                        device=device, memory=memory, stream=stream, stream_frames=stream_frames,
+                        device=device, emulated=emulated, memory=memory, stream=stream, stream_frames=stream_frames,
                         miou_tolerance=miou_tolerance, plots=plots, label=label,
                         command=" ".join(["unet-edge"] + sys.argv[1:]), progress=not as_json)
     result = run_bench([str(a) for a in artifacts], report, opts, log=log)
@@ -353,6 +380,33 @@ def demo(
 
     run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5),
              drive_frames=drive_frames, bench_iters=bench_iters, log=log)
+
+
+@app.command()
+@handle_errors
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print the host and the choices as JSON.")):
+    """What this host is (CPU class, ISA flags, cores, CUDA, ONNX Runtime providers, TensorRT) and what each
+    stage will choose on it, with the reason (precision, INT8 scheme, threads, recommended artifact)."""
+    from unet_edge.doctor import diagnose
+
+    d = diagnose()
+    if as_json:
+        _print_json(d)
+        return
+    from rich.table import Table
+
+    out = Console()
+    h = d["host"]
+    t = Table(title="host", show_header=False, title_justify="left")
+    t.add_column(style="bold"), t.add_column()
+    for k, v in d["host_lines"].items():
+        t.add_row(k, escape(str(v)))
+    out.print(t)
+    c = Table(title=f"choices on this host ({h['cpu_class']})", title_justify="left")
+    c.add_column("stage", style="bold"), c.add_column("choice"), c.add_column("why")
+    for row in d["choices"]:
+        c.add_row(row["stage"], escape(row["choice"]), escape(row["why"]))
+    out.print(c)
 
 
 from unet_edge.trt.cli import register as _register_trt  # noqa: E402  (adds `build`)

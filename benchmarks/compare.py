@@ -13,7 +13,7 @@ from typing import Callable
 from unet_edge.errors import ArtifactError
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
 
-from .hostinfo import host_summary
+from .hostinfo import cpu_class_of, host_summary
 from .report import _md_table, fmt, pct, pts
 from .runner import SCHEMA
 
@@ -78,7 +78,8 @@ def compare_reports(reports: list[dict]) -> dict:
     """Match rows across reports.
 
     Returns:
-        ``{"reports": [{"label", "path", "host", "date", "commit"}], "rows": [{"key", "label",
+        ``{"reports": [{"label", "path", "host" (one line, :func:`host_summary`), "cpu_class"
+        (None for an old report without flags), "date", "commit"}], "rows": [{"key", "label",
         "cells": [row dict or None per report], "ratio_p50": [p50 / reference p50 or None]}],
         "warnings": [...]}``.
     """
@@ -110,7 +111,8 @@ def compare_reports(reports: list[dict]) -> dict:
         for n in r.get("notes") or []:
             if n.startswith("host busy"):
                 warnings.append(f"{r['label']}: {n}")
-    meta = [{"label": r["label"], "path": r.get("_path"), "host": host_summary(r["host"]), "date": r["host"].get("date"),
+    meta = [{"label": r["label"], "path": r.get("_path"), "host": host_summary(r["host"]),
+             "cpu_class": cpu_class_of(r["host"]), "date": r["host"].get("date"),
              "commit": ((r["host"].get("git") or {}).get("commit") or "")[:10] or None} for r in reports]
     return {"reports": meta, "rows": rows, "warnings": warnings}
 

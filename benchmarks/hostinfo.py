@@ -1,27 +1,25 @@
-"""What machine a benchmark ran on: CPU and the instruction-set flags that change inference speed,
-cores, memory, GPU and driver, library versions, the repository commit, date and load.
+"""What machine a benchmark ran on, for the report: the project's host probe
+(:func:`unet_edge.host.probe_host`: CPU model, class, instruction-set flags, cores, CUDA devices,
+ONNX Runtime providers) plus what only a report needs: date, hostname, OS, memory, load average,
+CPU governor, GPU driver / CUDA runtime / cuDNN / L4T, more library versions and the git commit.
 
-Everything here is best effort: a missing tool or file gives None, never an exception.
+Everything here is best effort: a missing tool or file gives None, never an exception. Reports
+written before the probe existed (no ``cpu_class`` in their host record) are still read:
+:func:`cpu_class_of` derives the class from their ``cpu.all_speed_flags`` with the probe's rules.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import platform
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
-#: CPU flags that matter for CNN inference speed, as spelled in /proc/cpuinfo.
-#: x86: AVX2/FMA (FP32 GEMM), AVX-512, VNNI (INT8 dot products), AVX512-BF16 and AMX (BF16/INT8
-#: matrix tiles). ARM (Jetson, Graviton): asimd (NEON), asimdhp/fphp (FP16 arithmetic),
-#: asimddp (INT8 dot product), i8mm (INT8 matrix multiply), bf16, sve.
-SPEED_FLAGS = (
-    "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
-    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
-    "asimd", "asimdhp", "fphp", "asimddp", "i8mm", "bf16", "sve", "sve2",
-)
+from unet_edge.host import KNOWN_FLAGS, HostInfo, probe_host
+
+#: The ISA flags that are Arm's; the others in :data:`unet_edge.host.KNOWN_FLAGS` are x86's.
+ARM_FLAGS = frozenset({"asimd", "asimdhp", "fphp", "asimddp", "i8mm", "bf16", "sve", "sve2"})
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
@@ -32,34 +30,6 @@ def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return p.stdout.strip() if p.returncode == 0 else None
-
-
-def _cpuinfo() -> dict:
-    model, flags = None, set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, val = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and not model:
-            model = val.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(val.split())
-    if not model:
-        lscpu = _run(["lscpu"]) or ""
-        m = re.search(r"Model name:\s*(.+)", lscpu)
-        model = m.group(1).strip() if m else (platform.processor() or platform.machine())
-    return {"model": model, "flags": {f: (f in flags) for f in SPEED_FLAGS if f in flags or _relevant(f)},
-            "all_speed_flags": sorted(f for f in SPEED_FLAGS if f in flags)}
-
-
-def _relevant(flag: str) -> bool:
-    """Show absent flags only for the machine's own architecture (no ARM flags on x86 and back)."""
-    arm = platform.machine().lower() in ("aarch64", "arm64")
-    arm_flags = {"asimd", "asimdhp", "fphp", "asimddp", "i8mm", "bf16", "sve", "sve2"}
-    return (flag in arm_flags) == arm
 
 
 def _version(module: str) -> str | None:
@@ -79,18 +49,20 @@ def _git(repo: Path) -> dict:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def _gpu() -> dict | None:
+def _gpu(probe: HostInfo) -> dict | None:
+    """The first CUDA device of the probe, with what only a report needs (driver, CUDA runtime,
+    cuDNN, L4T release on Jetson)."""
+    if not probe.cuda:
+        return None
+    d = probe.cuda[0]
+    info = {"name": d.name, "capability": f"{d.capability[0]}.{d.capability[1]}", "memory_gb": d.memory_gb,
+            "count": len(probe.cuda), "cuda_runtime": None, "cudnn": None, "driver": None}
     try:
         import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    i = torch.cuda.current_device()
-    p = torch.cuda.get_device_properties(i)
-    info = {"name": torch.cuda.get_device_name(i), "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
-            "memory_gb": round(p.total_memory / 1e9, 2), "count": torch.cuda.device_count(),
-            "cuda_runtime": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "driver": None}
+
+        info.update(cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    except Exception:  # noqa: BLE001
+        pass
     smi = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     if smi:
         info["driver"] = smi.splitlines()[0].strip()
@@ -103,73 +75,67 @@ def _gpu() -> dict | None:
     return info
 
 
-def host_info(repo: str | Path | None = None) -> dict:
+def host_info(repo: str | Path | None = None, probe: HostInfo | None = None) -> dict:
     """Describe this host for a benchmark report.
 
+    Args:
+        repo: the repository whose commit is recorded (default: this one).
+        probe: the host probe (default :func:`unet_edge.host.probe_host`).
+
     Returns:
-        ``{"date" (ISO 8601 UTC), "hostname", "os", "arch", "cpu": {"model", "flags": {flag: bool},
-        "all_speed_flags", "cores_physical", "cores_logical", "affinity", "governor"},
-        "memory_gb", "load_avg" (1/5/15 min), "gpu" (None without CUDA: name, capability,
-        memory_gb, cuda_runtime, cudnn, driver, l4t on Jetson), "versions": {python, torch,
-        onnxruntime, onnx, opencv, numpy, matplotlib, tensorrt}, "torch": {cpu_capability,
-        mkldnn, num_threads}, "onnxruntime_providers", "git": {"commit", "dirty"}}``.
+        ``{"date" (ISO 8601 UTC), "hostname", "os", "arch", "cpu_class", "int8_family",
+        "native_bf16", "cpu": {"model", "flags": {flag: bool} (this architecture's
+        flags), "all_speed_flags", "cores_physical", "cores_logical", "affinity",
+        "default_threads", "governor"}, "memory_gb", "load_avg" (1/5/15 min), "gpu" (None
+        without CUDA: name, capability, memory_gb, count, cuda_runtime, cudnn, driver, l4t on
+        Jetson), "versions": {python, torch, onnxruntime, onnx, opencv, numpy, matplotlib,
+        tensorrt}, "torch": {cpu_capability, mkldnn, num_threads}, "onnxruntime_providers",
+        "git": {"commit", "dirty"}, "probe": unet_edge.host.HostInfo.to_dict()}``.
     """
     import psutil
 
+    probe = probe or probe_host()
+    p = probe.to_dict()
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
-    cpu = _cpuinfo()
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
     gov = None
     try:
         gov = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
     except OSError:
         pass
-    cpu.update(cores_physical=psutil.cpu_count(logical=False), cores_logical=psutil.cpu_count(logical=True),
-               affinity=affinity, governor=gov)
-    versions = {"python": platform.python_version()}
-    for key, mod in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx"), ("opencv", "cv2"),
-                     ("numpy", "numpy"), ("matplotlib", "matplotlib")):
+    arm = probe.is_arm64
+    cpu = {"model": p["cpu_model"],
+           "flags": {f: (f in probe.flags) for f in KNOWN_FLAGS if f in probe.flags or (f in ARM_FLAGS) == arm},
+           "all_speed_flags": p["flags"], "cores_physical": p["cores_physical"], "cores_logical": p["cores_logical"],
+           "affinity": p["affinity"], "default_threads": p["default_threads"], "governor": gov}
+    versions = {"python": p["versions"].get("python") or platform.python_version(), "torch": p["versions"].get("torch"),
+                "onnxruntime": p["versions"].get("onnxruntime")}
+    for key, mod in (("onnx", "onnx"), ("opencv", "cv2"), ("numpy", "numpy"), ("matplotlib", "matplotlib")):
         versions[key] = _version(mod)
-    try:
-        import tensorrt  # noqa: F401
-
-        versions["tensorrt"] = str(tensorrt.__version__)
-    except Exception:  # noqa: BLE001 - ImportError, OSError (libnvinfer missing)
-        versions["tensorrt"] = None
-    torch_info: dict = {}
+    versions["tensorrt"] = p["tensorrt"]
+    torch_info: dict = {"cpu_capability": p["torch_cpu_capability"]}
     try:
         import torch
 
-        torch_info = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                      "mkldnn": torch.backends.mkldnn.is_available(), "num_threads": torch.get_num_threads()}
+        torch_info.update(mkldnn=torch.backends.mkldnn.is_available(), num_threads=torch.get_num_threads())
     except Exception:  # noqa: BLE001
         pass
-    try:
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
-    except Exception:  # noqa: BLE001
-        providers = None
-    try:
-        load = [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        load = None
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hostname": platform.node(),
         "os": platform.platform(),
-        "arch": platform.machine(),
+        "arch": p["arch"],
+        "cpu_class": p["cpu_class"],
+        "int8_family": p["int8_family"],
+        "native_bf16": p["native_bf16"],
         "cpu": cpu,
         "memory_gb": round(psutil.virtual_memory().total / 1e9, 2),
-        "load_avg": load,
-        "gpu": _gpu(),
+        "load_avg": load_avg(),
+        "gpu": _gpu(probe),
         "versions": versions,
         "torch": torch_info,
-        "onnxruntime_providers": providers,
+        "onnxruntime_providers": p["ort_providers"] or None,
         "git": _git(repo),
+        "probe": p,
     }
 
 
@@ -181,12 +147,28 @@ def load_avg() -> list[float] | None:
         return None
 
 
+def cpu_class_of(h: dict) -> str | None:
+    """The CPU class of a report's host record: ``cpu_class`` when recorded, else derived from an
+    old record's flags (``cpu.all_speed_flags``, or the ``cpu.flags`` that are true) with the
+    probe's rules (:attr:`unet_edge.host.HostInfo.cpu_class`); None when neither is there."""
+    if h.get("cpu_class"):
+        return h["cpu_class"]
+    cpu = h.get("cpu") or {}
+    flags = cpu.get("all_speed_flags")
+    if flags is None and isinstance(cpu.get("flags"), dict):
+        flags = [f for f, on in cpu["flags"].items() if on]
+    arch = h.get("arch")
+    if flags is None or not arch:
+        return None
+    return HostInfo(cpu_model=str(cpu.get("model") or "?"), arch=str(arch), cores_physical=None, cores_logical=None,
+                    affinity=None, flags=frozenset(flags)).cpu_class
+
+
 def host_summary(h: dict) -> str:
-    """One line for tables: ``AMD EPYC, 2 cores, avx512_vnni avx512_bf16, no GPU``."""
-    cpu = h.get("cpu", {})
-    flags = " ".join(f for f in cpu.get("all_speed_flags", []) if f in ("avx512_vnni", "avx512_bf16", "amx_bf16",
-                                                                         "amx_int8", "avx_vnni", "asimddp", "i8mm", "bf16"))
+    """One line for tables: ``Intel Xeon, 2 cores, x86-amx, no GPU`` (``unknown class`` when an old
+    record has neither a class nor flags)."""
+    cpu = h.get("cpu") or {}
     gpu = h.get("gpu")
     g = f"{gpu['name']} (driver {gpu.get('driver') or '?'})" if gpu else "no GPU"
-    cores = cpu.get("affinity") or cpu.get("cores_logical")
-    return f"{cpu.get('model', '?')}, {cores} cores" + (f", {flags}" if flags else "") + f", {g}"
+    cores = cpu.get("default_threads") or cpu.get("affinity") or cpu.get("cores_logical") or "?"
+    return f"{cpu.get('model', '?')}, {cores} cores, {cpu_class_of(h) or 'unknown class'}, {g}"

@@ -4,6 +4,12 @@
 checkpoint for the PyTorch rows (given, or ``extra.source_checkpoint`` of the ONNX/TorchScript
 metadata when that file exists) and lists every row of the matrix: runnable rows, and rows that
 cannot run here as ``skipped`` with the reason. No backend ever stands in for another.
+
+The host (:func:`unet_edge.host.probe_host`, or a :class:`~unet_edge.host.HostInfo` passed in)
+decides two more things: a precision the hardware only emulates (PyTorch bf16 on a CPU without
+bf16 arithmetic, bf16 on a GPU below compute capability 8.0) is listed as ``skipped`` with its
+cost unless ``emulated=True``; and a CPU INT8 ONNX quantized for another INT8 kernel family
+(``quantization.target`` of its metadata) than the host's gets a note saying so.
 """
 from __future__ import annotations
 
@@ -14,7 +20,10 @@ from pathlib import Path
 from unet_edge.artifacts import artifact_kind, read_meta
 from unet_edge.errors import ArtifactError, BackendUnavailableError
 from unet_edge.export.pipeline import FILES as EXPORT_NAMES
+from unet_edge.host import INT8_FAMILIES, HostInfo, probe_host
 from unet_edge.metadata import ModelMeta
+from unet_edge.precision import EMULATED_BF16_COST
+from unet_edge.runtime.ort_backend import int8_target
 
 #: Export-folder file names (mirrors ``unet_edge.export.pipeline.FILES``) in row order.
 
@@ -121,19 +130,6 @@ def onnx_input_shape(path: str | Path) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 arithmetic (x86 avx512_bf16 / amx_bf16, ARM bf16)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.lower().startswith(("flags", "features")):
-            flags |= set(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
 def tensorrt_installed() -> bool:
     """True when the ``tensorrt`` Python package can be found (not imported here)."""
     return importlib.util.find_spec("tensorrt") is not None
@@ -150,7 +146,24 @@ def _same_model(metas: dict[Path, ModelMeta]) -> None:
                 "one trained model: bench each model separately and use `bench --compare`")
 
 
-def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int, int] | None = None) -> Plan:
+def _cuda_capability(host: HostInfo, index: int = 0) -> tuple[int, int] | None:
+    return next((tuple(d.capability) for d in host.cuda if d.index == index), None)
+
+
+def int8_host_note(meta: ModelMeta, host: HostInfo) -> str | None:
+    """The note of a CPU INT8 ONNX quantized for another INT8 kernel family than ``host``'s
+    (``quantization.target``, :func:`unet_edge.runtime.ort_backend.int8_target`); None when the
+    families match or the file is no CPU INT8 file."""
+    target = int8_target(meta)
+    if target not in INT8_FAMILIES or target == host.int8_family:
+        return None
+    here = host.int8_family if host.cpu_class == host.int8_family else f"{host.int8_family} ({host.cpu_class})"
+    return (f"quantized for {target} CPUs, this host is {here}: its int8 kernels may lose accuracy or speed; "
+            "re-export here (unet-edge export --int8)")
+
+
+def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int, int] | None = None,
+              emulated: bool = False, host: HostInfo | None = None) -> Plan:
     """Plan the benchmark matrix.
 
     Args:
@@ -158,6 +171,11 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
         device: ``cpu`` (CPU rows only), ``cuda`` (GPU rows only), ``auto`` (CPU rows, plus GPU rows
             when CUDA is available).
         input_size: (H, W) to benchmark at (None: the metadata's).
+        emulated: also plan the rows of precisions the host only emulates (PyTorch bf16 on a CPU
+            without bf16 arithmetic or a GPU below compute capability 8.0); by default they are
+            ``skipped`` with the cost as the reason.
+        host: the host to plan for (default :func:`unet_edge.host.probe_host`): its CUDA devices,
+            ONNX Runtime providers, bf16 support and INT8 kernel family.
 
     Returns:
         a :class:`Plan`; the baseline (PyTorch eager FP32) is the first row of its device group.
@@ -166,11 +184,10 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
         ArtifactError: unknown/corrupt artifacts, artifacts of different models, two checkpoints.
         BackendUnavailableError: ``device="cuda"`` without a CUDA device.
     """
-    import torch
-
+    host = host or probe_host()
     if device not in ("cpu", "cuda", "auto"):
         raise BackendUnavailableError(f"--device must be cpu, cuda or auto; got {device!r}")
-    cuda_ok = torch.cuda.is_available()
+    cuda_ok = host.cuda_available
     if device == "cuda" and not cuda_ok:
         raise BackendUnavailableError("--device cuda but this PyTorch has no CUDA device "
                                       "(torch.cuda.is_available() is False); use --device cpu or auto")
@@ -222,8 +239,11 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
             r.status, r.reason = "skipped", cpu_skip
         elif not checkpoint:
             r.status, r.reason = "skipped", no_ckpt
+        elif prec == "bf16" and not host.native_bf16 and not emulated:
+            r.status, r.reason = "skipped", f"not timed: {EMULATED_BF16_COST} (--emulated times it anyway)"
         elif prec == "bf16":
-            r.notes.append("autocast bf16" + ("" if cpu_has_native_bf16() else "; CPU has no native bf16 (emulated)"))
+            r.notes.append("autocast bf16" + ("" if host.native_bf16 else
+                                              f"; emulated on this {host.cpu_class} CPU (no bf16 arithmetic): slow"))
         rows.append(r)
     ts_files = [p for p in files if kinds[p] == "torchscript"]
     for p in ts_files:
@@ -239,23 +259,31 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
                             reason=cpu_skip or "no TorchScript given (unet-edge export writes model.ts)"))
     onnx_files = [p for p in files if kinds[p] == "onnx"]
     onnx_rows = _onnx_rows(onnx_files, metas, "cpu", size, cpu_skip)
+    for r in onnx_rows:
+        note = int8_host_note(metas[Path(r.path)], host) if r.path else None
+        if note:
+            r.notes.append(note)
     rows += onnx_rows
 
     # --- GPU rows
     g = gpu_skip_reason()
-    for prec in ("fp32", "fp16"):
+    cc = _cuda_capability(host)
+    cc_name = f"compute capability {cc[0]}.{cc[1]}" if cc else "unknown compute capability"
+    bf16_native = bool(cc and cc >= (8, 0))  # Ampere and later: bf16 tensor cores
+    for prec in ("fp32", "fp16", "bf16"):
         r = RowSpec("pytorch", prec, "cuda", checkpoint, load_precision=prec)
         if g:
             r.status, r.reason = "skipped", g
         elif not checkpoint:
             r.status, r.reason = "skipped", no_ckpt
-        elif prec == "fp16":
-            r.notes.append("autocast fp16")
+        elif prec == "bf16" and not bf16_native and not emulated:
+            r.status, r.reason = "skipped", (f"not timed: {cc_name} has no bf16 tensor cores (from 8.0), so bf16 "
+                                             "autocast is emulated and slow (--emulated times it anyway)")
+        elif prec != "fp32":
+            r.notes.append(f"autocast {prec}" + ("" if prec == "fp16" or bf16_native else f"; emulated on {cc_name}: slow"))
         rows.append(r)
     if gpu_on and onnx_files:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers():
+        if "CUDAExecutionProvider" in host.ort_providers:
             rows += [r for r in _onnx_rows(onnx_files, metas, "cuda", size, None) if r.path]
         else:
             rows.append(RowSpec("onnxruntime", "fp32", "cuda", status="skipped",

@@ -14,7 +14,7 @@ from typing import Callable
 
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
 
-from .hostinfo import host_summary
+from .hostinfo import cpu_class_of, host_summary
 
 STAGES = ("read", "preprocess", "infer", "postprocess", "overlay", "write")
 FILE_NAMES = {"markdown": "bench.md", "json": "bench.json", "csv": "bench.csv", "stream_csv": "bench_stream.csv"}
@@ -117,8 +117,11 @@ def _headline(result: dict) -> list[str]:
         acc = (f", mIoU {fmt(best.get('miou'), 4)} ({pts(best.get('delta_miou'))} pt)" if best.get("miou") is not None
                else f", agreement {pct(best.get('agreement'))} %")
         tol = result["settings"].get("miou_tolerance", 1.0)
-        out.append(f"- **Best** (fastest p50 with mIoU within {tol:g} pt of the baseline): {best['label']}: "
-                   f"p50 {fmt(best['latency_ms']['p50'])} ms, **{fmt(best.get('speedup'))}x** the baseline{acc}")
+        h = result.get("host") or {}
+        fam = f"{h['int8_family']} int8 kernels; " if h.get("int8_family") else ""
+        out.append(f"- **Best on this {cpu_class_of(h) or 'unknown-class'} host** ({fam}fastest p50 with mIoU within "
+                   f"{tol:g} pt of the baseline): {best['label']}: p50 {fmt(best['latency_ms']['p50'])} ms, "
+                   f"**{fmt(best.get('speedup'))}x** the baseline{acc}")
     return out
 
 
@@ -220,9 +223,12 @@ def to_markdown(result: dict) -> str:
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in (cpu.get("flags") or {}).items())
     gpu = h.get("gpu")
     v = h.get("versions", {})
+    cls_extra = (f" (int8 kernels {h['int8_family']}, {'native bf16' if h.get('native_bf16') else 'bf16 emulated'})"
+                 if h.get("int8_family") else "")
     host_rows = [
         ["CPU", f"{cpu.get('model')} ({cpu.get('cores_physical')} physical / {cpu.get('cores_logical')} logical cores, "
                 f"{cpu.get('affinity')} usable; governor {cpu.get('governor') or 'n/a'})"],
+        ["CPU class", (cpu_class_of(h) or "unknown") + cls_extra],
         ["CPU flags", flags or "-"],
         ["PyTorch CPU kernels", f"{(h.get('torch') or {}).get('cpu_capability')}, oneDNN {(h.get('torch') or {}).get('mkldnn')}"],
         ["Memory", f"{h.get('memory_gb')} GB"],
@@ -238,8 +244,8 @@ def to_markdown(result: dict) -> str:
     ]
     L += [_md_table(["", ""], host_rows, "ll"), ""]
     L += ["## Settings", ""]
-    keys = ["threads", "iters", "rounds", "warmup", "batch", "batch_iters", "batch_warmup", "pool", "eval_batch", "limit",
-            "device", "memory", "miou_tolerance", "data", "split", "video", "stream_frames"]
+    keys = ["threads", "threads_requested", "emulated", "iters", "rounds", "warmup", "batch", "batch_iters", "batch_warmup",
+            "pool", "eval_batch", "limit", "device", "memory", "miou_tolerance", "data", "split", "video", "stream_frames"]
     L += [_md_table(["setting", "value"], [[k, s.get(k)] for k in keys], "ll"), ""]
     if s.get("command"):
         L += ["Command:", "", "```", s["command"], "```", ""]

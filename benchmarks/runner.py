@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from unet_edge.errors import BackendUnavailableError, DataError, UnetEdgeError
+from unet_edge.host import resolve_threads
 
 from .hostinfo import host_info, load_avg
 from .plan import Plan, RowSpec, plan_rows
@@ -54,11 +55,15 @@ class BenchOptions:
         rounds: the batch-1 timing is split into this many rounds, interleaved across rows.
         batch: the larger batch for throughput (FPS at batch ``batch``).
         batch_iters: timed calls at ``batch`` (None: ``max(5, iters // batch)``).
-        threads: CPU threads for every backend (torch.set_num_threads and ONNX Runtime intra-op).
+        threads: CPU threads for every backend (torch.set_num_threads and ONNX Runtime intra-op);
+            0: the physical cores (:func:`unet_edge.host.resolve_threads`). The report records the
+            resolved count as ``settings.threads`` (and what was asked as ``threads_requested``).
         limit: score mIoU on the first ``limit`` images of the split (None: all).
         eval_batch: batch size of the accuracy pass.
         pool: distinct images rotated through the timed calls.
         device: ``cpu``, ``cuda`` or ``auto`` (CPU rows, plus GPU rows when CUDA is available).
+        emulated: also time precisions this host only emulates (PyTorch bf16 without bf16
+            arithmetic: slow); by default those rows are skipped with the cost as the reason.
         memory: ``subprocess`` (fresh process per row), ``inprocess`` or ``off``.
         stream: run the end-to-end streaming rows.
         stream_frames: at most this many frames per streaming row.
@@ -81,11 +86,12 @@ class BenchOptions:
     rounds: int = 5
     batch: int = 8
     batch_iters: int | None = None
-    threads: int = 2
+    threads: int = 0
     limit: int | None = None
     eval_batch: int = 4
     pool: int = 16
     device: str = "auto"
+    emulated: bool = False
     memory: str = "subprocess"
     stream: bool = True
     stream_frames: int = 100
@@ -399,7 +405,8 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
             rich ``Console.print``, plain text otherwise).
 
     Returns:
-        the report dict (schema ``unet-edge-bench/1``, also written to ``bench.json``): ``host``,
+        the report dict (schema ``unet-edge-bench/1``, also written to ``bench.json``): ``host``
+        (:func:`benchmarks.hostinfo.host_info`: ``cpu_class``, ``int8_family``, ``native_bf16``...),
         ``model``, ``settings``, ``rows`` (one per backend x precision x device, ``status`` ok /
         skipped / failed; latencies in ms, FPS in images/s, sizes and memory in MB),
         ``streaming`` (end-to-end FPS and per-stage ms per frame), ``baseline``, ``best``,
@@ -414,6 +421,8 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
     opts = opts or BenchOptions()
     if opts.iters < 1 or opts.batch < 1 or opts.warmup < 0 or opts.pool < 1:
         raise UnetEdgeError("bench needs iters >= 1, batch >= 1, warmup >= 0 and pool >= 1")
+    threads_requested = opts.threads
+    opts = replace(opts, threads=resolve_threads(opts.threads))  # 0 -> the physical cores, as recorded
     report_dir = Path(report_dir)
     t_start = time.perf_counter()
     host = host_info()
@@ -422,10 +431,10 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
     if host.get("load_avg") and host["load_avg"][0] > 0.5 * cores:
         notes.append(f"host busy at start: 1-min load average {host['load_avg'][0]} on {cores} cores; "
                      "other processes compete for the CPU and latencies may be inflated")
-    if opts.threads and opts.threads > cores:
+    if opts.threads > cores:
         notes.append(f"--threads {opts.threads} is more than the {cores} cores available")
 
-    plan = plan_rows(artifacts, device=opts.device, input_size=opts.input_size)
+    plan = plan_rows(artifacts, device=opts.device, input_size=opts.input_size, emulated=opts.emulated)
     notes += plan.notes
     size = plan.input_size
     ds = _load_split(opts, plan.meta)
@@ -507,7 +516,7 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
             streaming, video_desc = _stream_rows(targets, ctx, Path(tmp))
 
     settings = {k: v for k, v in asdict(opts).items() if k not in ("progress",)}
-    settings.update(input_size=list(size), batch_iters=opts.batch_iters or max(5, opts.iters // opts.batch),
+    settings.update(threads_requested=threads_requested, input_size=list(size), batch_iters=opts.batch_iters or max(5, opts.iters // opts.batch),
                     batch_warmup=max(2, math.ceil(opts.warmup / opts.batch)), inputs=inputs_desc,
                     stream_video=video_desc, eval_split=opts.split if ds is not None else None,
                     eval_images=next((r.get("eval_images") for r in rows if r.get("eval_images")), None),

@@ -12,15 +12,29 @@ import torch
 from typer.testing import CliRunner
 
 from benchmarks.compare import compare_reports, load_report, run_compare
+from benchmarks.hostinfo import cpu_class_of, host_info, host_summary
 from benchmarks.plan import plan_rows
 from benchmarks.runner import BenchOptions, run_bench
 from benchmarks.timing import Timer, latency_stats, measure_memory, time_calls
 from unet_edge.errors import ArtifactError, BackendUnavailableError
+from unet_edge.host import CudaDevice, HostInfo, probe_host, resolve_threads
 from unet_edge.metadata import ModelMeta
 from unet_edge.model import UNet, config_from_preset
 
 K = 3
 H, W = 64, 96
+REPORTS = Path(__file__).resolve().parents[1] / "benchmarks" / "reports"
+
+
+def _host(flags=("avx2", "fma"), arch="x86_64", cuda=(), ort_providers=("CPUExecutionProvider",)) -> HostInfo:
+    """A fake host (default: a 2-core AVX2-only x86 CPU: no bf16 arithmetic, x86-avx2 int8 kernels, no GPU)."""
+    return HostInfo(cpu_model="x", arch=arch, cores_physical=2, cores_logical=2, affinity=2, flags=frozenset(flags),
+                    cuda=tuple(cuda), ort_providers=tuple(ort_providers))
+
+
+def _cpu_int8_id(ids) -> str:
+    """The CPU-scheme INT8 row (variant cpu-u8s8, or cpu-u8s8-w7 when exported for 7-bit weights)."""
+    return next(i for i in ids if i.startswith("onnxruntime/int8/cpu/cpu-u8s8"))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -151,8 +165,8 @@ def test_plan_lists_every_row_and_skips_with_reasons(checkpoint, export_dir):
     ids = [r.id for r in plan.rows]
     assert plan.checkpoint and Path(plan.checkpoint).resolve() == checkpoint.resolve()
     for rid in ("pytorch/fp32/cpu", "pytorch/bf16/cpu", "torchscript/fp32/cpu", "onnxruntime/fp32/cpu",
-                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu/tensorrt-qdq", "onnxruntime/int8/cpu/cpu-u8s8", "pytorch/fp16/cuda", "tensorrt/fp32/cuda",
-                "tensorrt/fp16/cuda", "tensorrt/int8/cuda"):
+                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu/tensorrt-qdq", _cpu_int8_id(ids), "pytorch/fp16/cuda",
+                "pytorch/bf16/cuda", "tensorrt/fp32/cuda", "tensorrt/fp16/cuda", "tensorrt/int8/cuda"):
         assert rid in ids
     by = {r.id: r for r in plan.rows}
     if not torch.cuda.is_available():
@@ -183,9 +197,15 @@ def test_plan_rejects_other_model_and_missing_cuda(checkpoint, tmp_path):
 def test_bench_rows_backends_precisions(bench):
     result, _, _ = bench
     rows = _rows(result)
-    for rid in ("pytorch/fp32/cpu", "pytorch/bf16/cpu", "torchscript/fp32/cpu", "onnxruntime/fp32/cpu",
-                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu/tensorrt-qdq", "onnxruntime/int8/cpu/cpu-u8s8"):
+    for rid in ("pytorch/fp32/cpu", "torchscript/fp32/cpu", "onnxruntime/fp32/cpu",
+                "onnxruntime/fp16/cpu", "onnxruntime/int8/cpu/tensorrt-qdq", _cpu_int8_id(rows)):
         assert rows[rid]["status"] == "ok", (rid, rows[rid].get("reason"))
+    # bf16 is timed only where the CPU computes it (emulated bf16 is skipped without --emulated)
+    bf16 = rows["pytorch/bf16/cpu"]
+    if probe_host().native_bf16:
+        assert bf16["status"] == "ok", bf16.get("reason")
+    else:
+        assert bf16["status"] == "skipped" and "emulated" in bf16["reason"]
     base = rows["pytorch/fp32/cpu"]
     assert result["baseline"] == "pytorch/fp32/cpu" and base["baseline"]
     assert base["speedup"] == 1.0
@@ -246,7 +266,10 @@ def test_bench_report_files_and_json_roundtrip(bench):
     assert json.loads((report / "bench.json").read_text()) == json.loads(json.dumps(result))
     md = (report / "bench.md").read_text()
     assert "PyTorch eager FP32 (cpu)" in md and "Not run on this host" in md and "Per-class IoU" in md
-    assert "avx512_vnni" in md or result["host"]["arch"] not in ("x86_64", "AMD64")
+    cls = probe_host().cpu_class
+    assert result["host"]["cpu_class"] == cls and result["host"]["int8_family"] == probe_host().int8_family
+    assert f"Host: {host_summary(result['host'])}" in md and f", {cls}, " in host_summary(result["host"])
+    assert f"**Best on this {cls} host**" in md  # the headline names the host's CPU class
     assert "![Latency vs accuracy](latency_vs_miou.png)" in md
     with open(report / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -290,9 +313,14 @@ def test_cli_bench_json_without_data(checkpoint, tmp_path):
     """The CLI path: no --data -> seeded random inputs (said so), no mIoU, agreement still measured."""
     out = CliRunner().invoke(__import__("cli").app, [
         "bench", str(checkpoint), "--report", str(tmp_path / "r"), "--iters", "3", "--warmup", "1", "--batch", "2",
-        "--threads", "1", "--memory", "off", "--no-stream", "--no-plots", "--json"])
+        "--memory", "off", "--no-stream", "--no-plots", "--json"])  # default --threads 0: the physical cores
+    torch.set_num_threads(1)  # the bench set torch's threads; this module runs with one
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
+    # the report records the resolved thread count, not the 0 that asked for it
+    assert result["settings"]["threads"] == resolve_threads(0) == probe_host().default_threads > 0
+    assert result["settings"]["threads_requested"] == 0
+    assert f"threads: {resolve_threads(0)};" in (tmp_path / "r" / "bench.md").read_text()
     rows = _rows(result)
     assert rows["pytorch/fp32/cpu"]["status"] == "ok" and rows["pytorch/fp32/cpu"]["agreement"] == 1.0
     assert rows["pytorch/fp32/cpu"]["miou"] is None
@@ -314,3 +342,124 @@ def test_plan_static_and_dynamic_onnx_get_variants(checkpoint, export_dir, tmp_p
     assert by["onnxruntime/fp32/cpu/dynamic"].static_batch is None
     assert "dynamic batch" in by["onnxruntime/fp32/cpu/dynamic"].notes
     assert by["pytorch/fp16/cuda"].status == "skipped"
+
+
+# ------------------------------------------------------------------------------ host-aware planning
+
+
+def test_plan_skips_emulated_bf16_unless_asked(checkpoint):
+    """A CPU without bf16 arithmetic: the eager BF16 row is skipped with the emulation cost as the
+    reason; --emulated plans it (noted as emulated); a CPU with native bf16 plans it plainly."""
+    from unet_edge.precision import EMULATED_BF16_COST
+
+    avx2 = _host()
+    assert not avx2.native_bf16
+    r = {x.id: x for x in plan_rows([str(checkpoint)], device="cpu", host=avx2).rows}["pytorch/bf16/cpu"]
+    assert r.status == "skipped" and "emulated" in r.reason and EMULATED_BF16_COST in r.reason
+    assert "--emulated" in r.reason
+    r = {x.id: x for x in plan_rows([str(checkpoint)], device="cpu", host=avx2, emulated=True).rows}["pytorch/bf16/cpu"]
+    assert r.status == "planned" and r.reason == "" and any("emulated" in n for n in r.notes)
+    amx = _host(("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"))
+    r = {x.id: x for x in plan_rows([str(checkpoint)], device="cpu", host=amx).rows}["pytorch/bf16/cpu"]
+    assert r.status == "planned" and r.notes == ["autocast bf16"]
+    # the FP32 baseline is never affected
+    assert {x.id: x for x in plan_rows([str(checkpoint)], device="cpu", host=avx2).rows}["pytorch/fp32/cpu"].status == "planned"
+
+
+def test_plan_cuda_bf16_row_needs_compute_capability_8(checkpoint):
+    """PyTorch CUDA rows: fp32, fp16 and bf16; bf16 below compute capability 8.0 is emulated and
+    skipped unless asked for. A fake host with a GPU: planning loads nothing."""
+    def by(cc, **kw):
+        host = _host(cuda=[CudaDevice(0, "fake GPU", cc, 16.0)])
+        return {x.id: x for x in plan_rows([str(checkpoint)], device="auto", host=host, **kw).rows}
+
+    turing = by((7, 5))
+    assert turing["pytorch/fp16/cuda"].status == "planned" and turing["pytorch/fp32/cuda"].status == "planned"
+    assert turing["pytorch/bf16/cuda"].status == "skipped"
+    assert "compute capability 7.5" in turing["pytorch/bf16/cuda"].reason and "emulated" in turing["pytorch/bf16/cuda"].reason
+    assert by((7, 5), emulated=True)["pytorch/bf16/cuda"].status == "planned"
+    ampere = by((8, 0))["pytorch/bf16/cuda"]
+    assert ampere.status == "planned" and ampere.notes == ["autocast bf16"]
+    # no GPU on the host: every CUDA row is skipped for that reason, bf16 included
+    none = {x.id: x for x in plan_rows([str(checkpoint)], device="auto", host=_host()).rows}
+    assert none["pytorch/bf16/cuda"].status == "skipped" and "no CUDA device" in none["pytorch/bf16/cuda"].reason
+    with pytest.raises(BackendUnavailableError):
+        plan_rows([str(checkpoint)], device="cuda", host=_host())
+
+
+def test_plan_notes_cpu_int8_made_for_another_int8_family(export_dir, tmp_path):
+    """A CPU INT8 ONNX whose metadata says it was quantized for x86-vnni gets a note on an AVX2
+    host (x86-avx2 int8 kernels), none on a VNNI host; the TensorRT-scheme file never does."""
+    import onnx
+
+    from unet_edge.artifacts import read_meta
+    from unet_edge.export.onnx_export import save_onnx
+
+    src = export_dir / "model_int8_cpu.onnx"
+    meta = read_meta(src)
+    q = dict(meta.extra["quantization"])
+    assert q["scheme"] == "cpu"
+    vnni_file = save_onnx(onnx.load(str(src)), meta.with_(extra={"quantization": {**q, "target": "x86-vnni"}}),
+                          tmp_path / "model_int8_cpu.onnx")
+    files = [str(vnni_file), str(export_dir / "model_int8.onnx")]
+
+    def rows(host):
+        plan = plan_rows(files, device="cpu", host=host)
+        return next(r for r in plan.rows if r.path == str(vnni_file)), next(
+            r for r in plan.rows if r.path == str(export_dir / "model_int8.onnx"))
+
+    avx2 = _host()
+    assert avx2.int8_family == "x86-avx2"
+    cpu_row, trt_row = rows(avx2)
+    note = [n for n in cpu_row.notes if "quantized for" in n]
+    assert note == [f"quantized for x86-vnni CPUs, this host is x86-avx2: its int8 kernels may lose "
+                    "accuracy or speed; re-export here (unet-edge export --int8)"]
+    assert cpu_row.status == "planned"  # noted, still timed: the measured mIoU shows what it costs
+    assert not any("quantized for" in n for n in trt_row.notes)
+    vnni = _host(("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"))
+    assert vnni.int8_family == "x86-vnni"
+    cpu_row, _ = rows(vnni)
+    assert not any("quantized for" in n for n in cpu_row.notes)
+
+
+# ------------------------------------------------------------------------------------- host block
+
+
+def test_host_info_is_built_from_the_probe():
+    fake = _host()
+    h = host_info(probe=fake)
+    assert h["cpu_class"] == "x86-avx2" and h["int8_family"] == "x86-avx2" and h["native_bf16"] is False
+    assert h["probe"] == fake.to_dict()
+    assert h["cpu"]["model"] == "x" and h["cpu"]["all_speed_flags"] == ["avx2", "fma"]
+    assert h["cpu"]["flags"]["avx2"] is True and h["cpu"]["flags"]["avx512_vnni"] is False
+    assert "asimddp" not in h["cpu"]["flags"]  # no Arm flags listed on x86
+    assert h["cpu"]["default_threads"] == 2 and h["gpu"] is None
+    assert host_summary(h) == "x, 2 cores, x86-avx2, no GPU"
+    real = host_info()
+    assert real["cpu_class"] == probe_host().cpu_class and real["probe"] == probe_host().to_dict()
+
+
+def test_host_summary_reads_old_reports():
+    """Reports written before the probe have no cpu_class: the class comes from their flag list with
+    the probe's rules; without flags it says so."""
+    old = json.loads((REPORTS / "camvid-cpu" / "bench.json").read_text())["host"]
+    assert "cpu_class" not in old and "avx512_vnni" in old["cpu"]["all_speed_flags"]
+    assert cpu_class_of(old) == "x86-avx512-vnni"  # AVX-512 VNNI + BF16 EPYC, no AMX
+    assert host_summary(old) == "AMD EPYC, 2 cores, x86-avx512-vnni, no GPU"
+    assert cpu_class_of({"arch": "aarch64", "cpu": {"model": "Orin", "all_speed_flags": ["asimd", "asimddp"]}}) == "arm64-dotprod"
+    only_dict = {"arch": "x86_64", "cpu": {"model": "y", "flags": {"avx2": True, "avx512_vnni": False}, "affinity": 4}}
+    assert host_summary(only_dict) == "y, 4 cores, x86-avx2, no GPU"
+    bare = {"cpu": {"model": "z", "cores_logical": 8}}
+    assert cpu_class_of(bare) is None and host_summary(bare) == "z, 8 cores, unknown class, no GPU"
+    new = {"cpu_class": "x86-amx", "arch": "x86_64", "cpu": {"model": "Intel Xeon", "default_threads": 2,
+                                                             "all_speed_flags": ["avx2"]},
+           "gpu": {"name": "Orin", "driver": "540"}}
+    assert host_summary(new) == "Intel Xeon, 2 cores, x86-amx, Orin (driver 540)"  # the recorded class wins
+
+
+def test_compare_reads_an_old_report_beside_a_new_one(bench):
+    result, report, _ = bench
+    cmp = compare_reports([load_report(REPORTS / "camvid-cpu"), load_report(report)])
+    assert [r["cpu_class"] for r in cmp["reports"]] == ["x86-avx512-vnni", probe_host().cpu_class]
+    assert cmp["reports"][0]["host"] == "AMD EPYC, 2 cores, x86-avx512-vnni, no GPU"
+    assert any(r["key"] == "pytorch/fp32/cpu" and all(r["cells"]) for r in cmp["rows"])

@@ -229,3 +229,16 @@ def test_doctor_cli_json():
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["host"]["cpu_class"] == probe_host().cpu_class and d["choices"]
+
+
+def test_forced_cpu_flags_change_the_class(monkeypatch):
+    import unet_edge.host as h
+
+    monkeypatch.setenv("UNET_EDGE_CPU_FLAGS", "avx2, fma")
+    h.probe_host.cache_clear()
+    try:
+        forced = h.probe_host()
+        assert forced.flags == {"avx2", "fma"} and forced.cpu_class == "x86-avx2" or not forced.is_x86
+    finally:
+        monkeypatch.delenv("UNET_EDGE_CPU_FLAGS")
+        h.probe_host.cache_clear()

@@ -7,6 +7,11 @@ elsewhere) with PyTorch's own dispatch level (``torch.backends.cpu.get_cpu_capab
 them; CUDA devices from ``torch.cuda``. Everything is best effort: a missing library gives an empty
 field, never an exception. :func:`probe_host` is cached per process.
 
+``UNET_EDGE_CPU_FLAGS`` (comma-separated, e.g. ``avx2,fma``) replaces the detected ISA flags: it
+makes every choice as on another CPU class, to reproduce that class's behaviour here (with
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` PyTorch's kernels follow; ONNX Runtime's
+cannot be limited).
+
 CPU classes (:attr:`HostInfo.cpu_class`), from the best INT8/BF16 feature down:
 
 ========================  =====================================================================
@@ -219,6 +224,9 @@ def _cpu_fields() -> dict:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
+    forced = os.environ.get("UNET_EDGE_CPU_FLAGS")
+    if forced is not None:
+        raw = [f.strip() for f in forced.split(",") if f.strip()]
     return {"cpu_model": model or platform.processor() or arch, "arch": arch, "cores_physical": phys,
             "cores_logical": logical, "affinity": affinity, "flags": _normalize_flags(raw)}
 
