@@ -463,3 +463,15 @@ def test_compare_reads_an_old_report_beside_a_new_one(bench):
     assert [r["cpu_class"] for r in cmp["reports"]] == ["x86-avx512-vnni", probe_host().cpu_class]
     assert cmp["reports"][0]["host"] == "AMD EPYC, 2 cores, x86-avx512-vnni, no GPU"
     assert any(r["key"] == "pytorch/fp32/cpu" and all(r["cells"]) for r in cmp["rows"])
+
+
+def test_int8_schemes_report_compares_full_and_7bit_weights(tiny_export, folder_dataset, tmp_path):
+    from benchmarks.int8_schemes import run
+
+    r = run(tiny_export / "model_fp32.onnx", folder_dataset, tmp_path, calib_images=4, iters=4, rounds=2, limit=4,
+            threads=1, log=lambda *a: None)
+    assert [row["target"] for row in r["rows"]] == ["x86-vnni", "x86-avx2"]
+    assert "7-bit" in r["rows"][1]["weights"] and "full range" in r["rows"][0]["weights"]
+    assert all(row["p50_ms"] > 0 for row in r["rows"]) and r["fp32_p50_ms"] > 0
+    md = (tmp_path / "int8_schemes.md").read_text()
+    assert md.count("\n| x86-") == 2 and r["cpu_class"] in md
