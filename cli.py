@@ -78,7 +78,12 @@ def train(
     out: Path = typer.Option(Path("runs/train"), help="Run folder: best.pt, last.pt, log.csv, curves.png."),
     data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
     preset: str = typer.Option("edge", help="Model preset: edge (16 base ch), edge-wide (32), unet (64, the paper's), tiny."),
-    epochs: int = typer.Option(30, min=1),
+    epochs: int = typer.Option(30, min=1, help="Training epochs; with --time-budget the upper bound."),
+    time_budget: Optional[str] = typer.Option(
+        None, "--time-budget", help="Wall-clock budget for the whole training, e.g. 90s, 20m, 1.5h or plain minutes "
+        "(Ultralytics' time). Times the first steps and a validation pass, then trains as many epochs as end inside "
+        "it (at most --epochs) with the LR schedule built for that count; shortens and compresses the schedule if "
+        "epochs get slower. Counts resumed sessions too."),
     batch_size: int = typer.Option(8, min=1),
     crop: str = typer.Option("256x320", help="Training crop HxW (after random scaling)."),
     input_size: Optional[str] = typer.Option(None, help="Model input HxW; default: the dataset's image size."),
@@ -89,26 +94,29 @@ def train(
     class_weights: str = typer.Option("enet", help="enet (1/ln(1.02+p)) or none."),
     dice_weight: float = typer.Option(0.0, help="Weight of the soft Dice loss added to cross-entropy."),
     dropout: float = typer.Option(0.0),
-    amp: bool = typer.Option(True, help="bf16 autocast on CPU, fp16 AMP on CUDA."),
+    precision: str = typer.Option(
+        "auto", help="auto, fp32, bf16 or fp16 (CUDA). auto: bf16 autocast where the CPU computes bf16 natively "
+        "(AVX512_BF16/AMX-BF16, Arm BF16) or on CUDA >= 8.0, fp16 AMP with loss scaling on CUDA 7.x, else FP32; "
+        "never an emulated precision (bf16 on an AVX2-only CPU is 4-5x slower)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    threads: int = typer.Option(0, help="torch CPU threads (0: PyTorch default)."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: the physical cores)."),
     seed: int = typer.Option(0),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images of each split."),
     val_every: int = typer.Option(1, min=1, help="Validate every N epochs."),
     resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
 ):
     """Train a U-Net; validation mIoU each epoch, best/last checkpoints with the model metadata."""
-    from unet_edge.train import TrainConfig, train as run_train
+    from unet_edge.train import TrainConfig, parse_time_budget, train as run_train
 
     cfg = TrainConfig(
         data=str(data), out=str(out), data_format=data_format, preset=preset, dropout=dropout, epochs=epochs,
         batch_size=batch_size, crop=_size(crop, "--crop"), input_size=_size(input_size, "--input-size") if input_size else None,
         lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, class_weights=class_weights,
-        dice_weight=dice_weight, amp=amp, device=device, seed=seed, threads=threads, limit=limit, val_every=val_every,
-        resume=resume,
+        dice_weight=dice_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
+        val_every=val_every, resume=resume, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
     )
     summary = run_train(cfg, log=log)
-    log(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} "
+    log(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} of {summary['epochs']} "
                   f"({summary['seconds'] / 60:.1f} min) -> {summary['best']}")
 
 
@@ -198,7 +206,10 @@ def export(
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the per-precision mIoU report."),
     jetson: Optional[Path] = typer.Option(None, help="Also write a self-contained Jetson bundle (ONNX, cache, build_engine.sh) here."),
     int8_target: Optional[str] = typer.Option(None, help="CPU INT8 file for this INT8 kernel family: x86-vnni (AVX512-VNNI, AVX-VNNI, AMX), "
-                                                         "x86-avx2 (no VNNI: 7-bit weights), arm64, generic (default: this host's; see `doctor`)."),
+                                                         "x86-avx2 (no VNNI: 7-bit weights, U8U8 when those fail the INT8 check), arm64, generic "
+                                                         "(default: this host's; see `doctor`)."),
+    int8_cpu_scheme: Optional[str] = typer.Option(None, help="Force one CPU INT8 scheme: u8s8, u8s8-w7 (7-bit weights) or u8u8 "
+                                                             "(default: the target's, fastest first)."),
     allow_int8_drop: bool = typer.Option(False, "--allow-int8-drop", help="Keep INT8 files that fail the accuracy check (exit 0)."),
     max_int8_drop: float = typer.Option(1.0, min=0.0, help="INT8 check: most mIoU points an INT8 file may lose against FP32."),
     max_int8_class_drop: float = typer.Option(3.0, min=0.0, help="INT8 check: most IoU points any class may lose."),
@@ -217,7 +228,8 @@ def export(
         fp16=fp16, int8=int8, calib_data=str(calib_data) if calib_data else None, calib_images=calib_images,
         calib_method=calib_method, data_format=data_format, dynamic=dynamic, threads=threads,
         eval_data=None if no_eval else str(eval_data or calib_data) if (eval_data or calib_data) else None,
-        eval_split=eval_split, eval_limit=eval_limit, int8_target=int8_target, allow_int8_drop=allow_int8_drop,
+        eval_split=eval_split, eval_limit=eval_limit, int8_target=int8_target, int8_cpu_scheme=int8_cpu_scheme,
+        allow_int8_drop=allow_int8_drop,
         max_int8_drop=max_int8_drop, max_int8_class_drop=max_int8_class_drop, progress=not as_json,
     )
     report = export_all(checkpoint, out, opts, log=log)
@@ -368,18 +380,23 @@ def bench(
 @handle_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where everything goes."),
-    epochs: int = typer.Option(12, min=1, help="Training epochs on the synthetic scenes."),
+    epochs: int = typer.Option(12, min=1, help="Upper bound of the training epochs on the synthetic scenes."),
+    time_budget: str = typer.Option(
+        "4m", "--time-budget", help="Time budget of the training stage (90s, 4m, 0.1h or plain minutes); it trains as "
+        "many epochs as fit, at most --epochs, capped so the whole demo stays within about 8 minutes."),
     scenes: int = typer.Option(160, min=5, help="Training scenes (validation: a fifth as many)."),
     drive_frames: int = typer.Option(90, min=1, help="Frames of the synthetic drive video."),
-    bench_iters: int = typer.Option(30, min=1, help="Timed runs per benchmark row."),
-    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    bench_iters: int = typer.Option(30, min=1, help="Timed runs per benchmark row (at most; fewer when time is short)."),
+    threads: int = typer.Option(0, help="CPU threads (0: the physical cores)."),
 ):
     """The whole pipeline on built-in synthetic scenes, no downloads: synth -> train -> export
-    (TorchScript, ONNX FP32/FP16/INT8) -> stream a drive video through INT8 -> bench table."""
+    (TorchScript, ONNX FP32/FP16/INT8) -> stream a drive video through INT8 -> bench table.
+    About 8 minutes on 2 CPU cores (training in --precision auto within --time-budget)."""
     from unet_edge.demo import run_demo
+    from unet_edge.train import parse_time_budget
 
     run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5),
-             drive_frames=drive_frames, bench_iters=bench_iters, log=log)
+             drive_frames=drive_frames, bench_iters=bench_iters, time_budget_s=parse_time_budget(time_budget), log=log)
 
 
 @app.command()

@@ -465,13 +465,13 @@ def test_compare_reads_an_old_report_beside_a_new_one(bench):
     assert any(r["key"] == "pytorch/fp32/cpu" and all(r["cells"]) for r in cmp["rows"])
 
 
-def test_int8_schemes_report_compares_full_and_7bit_weights(tiny_export, folder_dataset, tmp_path):
+def test_int8_schemes_report_compares_every_cpu_scheme(tiny_export, folder_dataset, tmp_path):
     from benchmarks.int8_schemes import run
 
     r = run(tiny_export / "model_fp32.onnx", folder_dataset, tmp_path, calib_images=4, iters=4, rounds=2, limit=4,
             threads=1, log=lambda *a: None)
-    assert [row["target"] for row in r["rows"]] == ["x86-vnni", "x86-avx2"]
-    assert "7-bit" in r["rows"][1]["weights"] and "full range" in r["rows"][0]["weights"]
+    assert [row["scheme"] for row in r["rows"]] == ["u8s8", "u8s8-w7", "u8u8"]
+    assert "7-bit" in r["rows"][1]["weights"] and "full range" in r["rows"][0]["weights"] and "uint8" in r["rows"][2]["weights"]
     assert all(row["p50_ms"] > 0 for row in r["rows"]) and r["fp32_p50_ms"] > 0
     md = (tmp_path / "int8_schemes.md").read_text()
-    assert md.count("\n| x86-") == 2 and r["cpu_class"] in md
+    assert md.count("\n| u8") == 3 and r["cpu_class"] in md and not list(tmp_path.glob("*.onnx"))

@@ -48,10 +48,12 @@ def test_eval_every_artifact_kind_agrees(tiny_export, tiny_run, folder_dataset):
 
 def test_export_cli_writes_report(tiny_run, folder_dataset, tmp_path):
     r = invoke("export", tiny_run["best"], "--out", tmp_path / "exp", "--fp16", "--int8", "--calib-data",
-               folder_dataset, "--calib-images", "4", "--json")
+               folder_dataset, "--calib-images", "4", "--allow-int8-drop", "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert set(rep["eval"]) == {"pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"}
+    assert set(rep["eval"]) == {"pytorch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu",
+                                "onnx_int8_fakequant", "onnx_int8_cpu_fakequant"}
+    assert {c["status"] for c in rep["int8_check"].values()} <= {"passed", "failed"} and len(rep["int8_check"]) == 2
     assert rep["artifacts"]["onnx_fp32"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
 
 

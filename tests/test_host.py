@@ -118,6 +118,21 @@ def test_avx2_target_uses_7bit_weights_that_cannot_saturate(cpu_int8_pair):
     assert read_meta(cpu_int8_pair["x86-vnni"]).extra["quantization"]["reduce_range"] is False
 
 
+def test_u8u8_scheme_has_uint8_weights_centred_at_128(tiny_export, folder_dataset, tmp_path):
+    from unet_edge.artifacts import read_meta
+    from unet_edge.export.int8 import export_int8
+
+    fp32 = tiny_export / "model_fp32.onnx"
+    path = export_int8(fp32, read_meta(fp32), tmp_path / "u8u8.onnx", folder_dataset, 4, "minmax", scheme="cpu",
+                       target="x86-avx2", cpu_scheme="u8u8")
+    m = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    w_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].ndim == 4]
+    assert w_dq and all(inits[n.input[0]].dtype == np.uint8 for n in w_dq)
+    assert all(np.all(inits[n.input[2]] == 128) for n in w_dq)
+
+
 def test_unknown_int8_target_is_an_export_error(tiny_export, folder_dataset, tmp_path):
     from unet_edge.artifacts import read_meta
     from unet_edge.errors import ExportError
@@ -189,6 +204,7 @@ def test_int8_check_limits_worst_class_and_cause():
 
 
 def test_export_fails_loudly_on_int8_drop_and_records_the_host(tiny_run, folder_dataset, tmp_path):
+    from unet_edge.artifacts import read_meta
     from unet_edge.export.pipeline import ExportOptions, export_all
 
     opts = dict(int8=True, calib_data=str(folder_dataset), calib_images=4, calib_method="minmax",
@@ -201,9 +217,14 @@ def test_export_fails_loudly_on_int8_drop_and_records_the_host(tiny_run, folder_
     assert report["int8_check"]["onnx_int8"]["gated"] == "fake-quant"
     assert report["int8_check"]["onnx_int8_cpu"]["gated"] == "kernel"
     assert "onnx_int8_cpu_fakequant" in report["eval"] and report["host"]["cpu_class"] == probe_host().cpu_class
-    kept = export_all(tiny_run["best"], tmp_path / "b", ExportOptions(max_int8_drop=-100.0, allow_int8_drop=True, **opts),
-                      log=lambda *a: None)
+    kept = export_all(tiny_run["best"], tmp_path / "b", ExportOptions(max_int8_drop=-100.0, allow_int8_drop=True,
+                                                                       int8_target="x86-avx2", **opts), log=lambda *a: None)
     assert kept["int8_check"]["onnx_int8_cpu"]["status"] == "failed" and (tmp_path / "b" / "model_int8_cpu.onnx").is_file()
+    # x86-avx2: 7-bit weights first; they failed the check, so U8U8 was made and kept
+    tries = kept["int8_cpu_tries"]
+    assert [t["scheme"] for t in tries] == ["u8s8-w7", "u8u8"] and tries[0]["passed"] is False
+    q = read_meta(tmp_path / "b" / "model_int8_cpu.onnx").extra["quantization"]
+    assert q["cpu_scheme"] == "u8u8" and q["variant"] == "cpu-u8u8" and q["target"] == "x86-avx2"
 
 
 def test_doctor_reports_choices_per_host():

@@ -2,7 +2,7 @@
 (in the spirit of ``yolo checks`` and ``polygraphy inspect capability``)."""
 from __future__ import annotations
 
-from .export.int8 import CPU_TARGETS
+from .export.int8 import CPU_SCHEMES, CPU_TARGETS
 from .host import HostInfo, probe_host
 from .precision import choose_precision
 
@@ -40,8 +40,9 @@ def diagnose(host: HostInfo | None = None) -> dict:
     choices.append({"stage": "threads", "choice": str(host.default_threads),
                     "why": "physical cores usable by this process (PyTorch and ONNX Runtime; --threads overrides)"})
     t = CPU_TARGETS[host.int8_family]
-    choices.append({"stage": "export --int8 (CPU file)", "choice": f"model_int8_cpu.onnx for {host.int8_family}: {t['weights']}",
-                    "why": t["why"]})
+    tried = " -> ".join(f"{s} ({CPU_SCHEMES[s]['weights']})" for s in t["schemes"])
+    choices.append({"stage": "export --int8 (CPU file)", "choice": f"model_int8_cpu.onnx for {host.int8_family}: {tried}",
+                    "why": t["why"] + ("; the next scheme only when the INT8 check fails" if len(t["schemes"]) > 1 else "")})
     choices.append({"stage": "export --int8 (TensorRT file)", "choice": "model_int8.onnx: symmetric int8 Q/DQ + calib.cache",
                     "why": "TensorRT explicit quantization (10.x and 11.x) needs zero points of 0"})
     choices.append({"stage": "bench PyTorch BF16 row", "choice": "timed" if host.native_bf16 else "skipped",

@@ -55,29 +55,42 @@ SCHEMES = {
             "upsampling": "NHWC interleave (no DepthToSpace)"},
 }
 
-#: CPU INT8 weights per INT8 kernel family (:data:`unet_edge.host.INT8_FAMILIES`). ``reduce_range``
-#: quantizes weights to 7 bits ([-64, 64]), ONNX Runtime's documented remedy for x86 CPUs without
-#: VNNI: their U8S8 kernels (``VPMADDUBSW``) add two u8 x s8 products into an int16 and saturate
-#: (255 * 127 * 2 = 64770 > 32767); with |w| <= 64 a pair is at most 255 * 64 * 2 = 32640 and never
-#: saturates (ONNX Runtime docs, "Quantize ONNX models": "When and why do I need to try U8U8?").
+#: CPU INT8 weight schemes (activations are uint8 asymmetric in all). ``u8s8-w7`` quantizes
+#: weights to 7 bits ([-64, 64], ONNX Runtime's ``reduce_range``) and ``u8u8`` to uint8: ONNX
+#: Runtime's documented remedies for x86 CPUs without VNNI, whose U8S8 kernels (``VPMADDUBSW``)
+#: add two u8 x s8 products into an int16 and saturate (255 * 127 * 2 = 64770 > 32767). With
+#: |w| <= 64 a pair is at most 255 * 64 * 2 = 32640; U8U8 kernels widen to 16 bits first
+#: (``VPMADDWD``) and accumulate in int32 (ONNX Runtime docs, "Quantize ONNX models": "When and why
+#: do I need to try U8U8?"). Neither saturates anywhere, so their accuracy does not depend on the CPU.
+CPU_SCHEMES = {
+    "u8s8": {"variant": "cpu-u8s8", "weight_type": "int8", "reduce_range": False,
+             "weights": "int8 per channel, full range"},
+    "u8s8-w7": {"variant": "cpu-u8s8-w7", "weight_type": "int8", "reduce_range": True,
+                "weights": "int8 per channel, 7-bit range [-64, 64] (reduce_range)"},
+    "u8u8": {"variant": "cpu-u8u8", "weight_type": "uint8", "reduce_range": False,
+             "weights": "uint8 per channel, symmetric (zero point 128)"},
+}
+
+#: Per INT8 kernel family (:data:`unet_edge.host.INT8_FAMILIES`): the CPU schemes in the order the
+#: export tries them (fastest first; the next one only when the INT8 accuracy check fails), and why.
 CPU_TARGETS = {
-    "x86-vnni": {"reduce_range": False, "weights": "int8 per channel, full range",
-                 "why": "VNNI/AMX add u8 x s8 products in int32 (VPDPBUSD): no saturation, full 8-bit weights"},
-    "x86-avx2": {"reduce_range": True, "weights": "int8 per channel, 7-bit range [-64, 64] (reduce_range)",
-                 "why": "no VNNI: VPMADDUBSW saturates u8 x s8 pair sums at int16; 7-bit weights cannot saturate "
-                        "(measured on an AVX2-only EPYC, CamVid 15-epoch model: full range 0.289 mIoU, Sky IoU 0.32; "
-                        "reduce_range 0.355, Sky 0.87; FP32 0.353)"},
-    "arm64": {"reduce_range": False, "weights": "int8 per channel, full range",
+    "x86-vnni": {"schemes": ("u8s8",),
+                 "why": "VNNI/AMX add u8 x s8 products in int32 (VPDPBUSD): nothing saturates, full 8-bit weights"},
+    "x86-avx2": {"schemes": ("u8s8-w7", "u8u8"),
+                 "why": "no VNNI: VPMADDUBSW saturates u8 x s8 pair sums at int16 (full-range U8S8 on an AVX2-only "
+                        "EPYC: CamVid mIoU 0.289 vs FP32 0.353, Sky IoU 0.87 -> 0.31); 7-bit weights cannot saturate, "
+                        "and U8U8 (slower, full 8 bits) is taken when they lose too much accuracy"},
+    "arm64": {"schemes": ("u8s8",),
               "why": "Arm int8 kernels (SDOT/UDOT, SMMLA) accumulate in int32: no saturation (not measured yet)"},
-    "generic": {"reduce_range": True, "weights": "int8 per channel, 7-bit range [-64, 64] (reduce_range)",
-                "why": "unknown integer kernels: the range that cannot saturate a 16-bit pair sum"},
+    "generic": {"schemes": ("u8u8",),
+                "why": "unknown integer kernels: a scheme that saturates on no ISA"},
 }
 
 
 def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_data: str | Path,
                 calib_images: int = 64, calib_method: str = "entropy", data_format: str | None = None,
                 cache_path: str | Path | None = None, seed: int = 0, scheme: str = "tensorrt",
-                target: str | None = None) -> Path:
+                target: str | None = None, cpu_scheme: str | None = None) -> Path:
     """Quantize the FP32 ONNX at ``fp32_path`` into a Q/DQ INT8 ONNX at ``path``.
 
     Args:
@@ -89,6 +102,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
         scheme: ``tensorrt`` or ``cpu`` (see the module docstring).
         target: ``cpu`` scheme only: the INT8 kernel family the file is for (a key of
             :data:`CPU_TARGETS`); None: this host's (:func:`unet_edge.host.probe_host`).
+        cpu_scheme: ``cpu`` scheme only: a key of :data:`CPU_SCHEMES`; None: the target's first.
 
     Raises:
         ExportError: unknown method/scheme/target or quantization failure. DataError: bad
@@ -107,7 +121,12 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
     target = None if trt else (target or host.int8_family)
     if target is not None and target not in CPU_TARGETS:
         raise ExportError(f"unknown --int8-target {target!r}; choose one of {', '.join(INT8_FAMILIES)}")
-    reduce_range = bool(target and CPU_TARGETS[target]["reduce_range"])
+    cpu_scheme = None if trt else (cpu_scheme or CPU_TARGETS[target]["schemes"][0])
+    if cpu_scheme is not None and cpu_scheme not in CPU_SCHEMES:
+        raise ExportError(f"unknown CPU INT8 scheme {cpu_scheme!r}; choose one of {', '.join(CPU_SCHEMES)}")
+    cs = CPU_SCHEMES.get(cpu_scheme, {})
+    reduce_range = bool(cs.get("reduce_range"))
+    weight_type = QuantType.QUInt8 if cs.get("weight_type") == "uint8" else QuantType.QInt8
     head = head_nodes(onnx.load(str(fp32_path)), meta.output_name) if scheme == "tensorrt" else []
     paths = calibration_images(calib_data, calib_images, data_format, seed)
     reader = OrtCalibrationReader(paths, meta)
@@ -125,7 +144,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
             with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
                 quantize_static(
                     str(source), str(out), reader, quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=weight_type,
                     per_channel=True, reduce_range=reduce_range, calibrate_method=methods[calib_method],
                     nodes_to_exclude=head if trt else [],
                     extra_options=extra,
@@ -137,10 +156,8 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
     info = {"scheme": scheme, **SCHEMES[scheme], "method": calib_method, "images": len(paths),
             "data": str(calib_data), "activation_tensors": len(scales)}
     if not trt:
-        info.update(target=target, reduce_range=reduce_range, weights=CPU_TARGETS[target]["weights"],
-                    target_why=CPU_TARGETS[target]["why"], built_on=host.cpu_class)
-        if reduce_range:
-            info["variant"] = "cpu-u8s8-w7"
+        info.update(target=target, cpu_scheme=cpu_scheme, variant=cs["variant"], reduce_range=reduce_range,
+                    weights=cs["weights"], target_why=CPU_TARGETS[target]["why"], built_on=host.cpu_class)
     if trt:
         info["qdq"] = check_qdq(model)
     save_onnx(model, meta.with_(precision="int8", extra={"quantization": info}), path)

@@ -7,6 +7,7 @@ convolutions as 1x1 conv + DepthToSpace, numerically the same); the parity check
 the original trained module."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -53,6 +54,7 @@ class ExportOptions:
     eval_limit: int | None = None
     threads: int = 0
     int8_target: str | None = None
+    int8_cpu_scheme: str | None = None
     allow_int8_drop: bool = False
     max_int8_drop: float = MAX_MIOU_DROP
     max_int8_class_drop: float = MAX_CLASS_DROP
@@ -106,6 +108,7 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         ref = model(torch.from_numpy(batch)).numpy()
 
     report: dict = {"checkpoint": str(checkpoint), "artifacts": {}, "host": host.to_dict(), "threads": threads}
+    scored: dict = {}  # (path, optimize) -> metrics already computed on the eval split
 
     def record(key: str, path: Path, backend) -> None:
         logits = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(len(batch))])
@@ -132,15 +135,12 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         report["qdq"] = int8_meta.extra["quantization"]["qdq"]
         record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=threads))
         report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
-        int8_cpu = export_int8(fp32, meta, out / FILES["int8_cpu"], opts.calib_data, opts.calib_images,
-                               opts.calib_method, opts.data_format, scheme="cpu", target=opts.int8_target)
+        int8_cpu = _cpu_int8(fp32, meta, out / FILES["int8_cpu"], opts, threads, report, scored, log)
         cpu_meta = read_meta(int8_cpu)
-        q = cpu_meta.extra["quantization"]
-        log(f"  CPU INT8 for {q['target']} CPUs: {q['weights']} ({q['target_why']})")
         record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), cpu_meta, threads=threads))
 
     if opts.eval_data:
-        _evaluate_all(model, meta, report, opts, threads, log)
+        _evaluate_all(model, meta, report, opts, threads, log, scored)
     elif opts.int8:
         report["int8_check"] = {"status": "not run", "reason": "no evaluation data (--no-eval)"}
         log("  warning: INT8 accuracy against FP32 was not checked (no evaluation data)")
@@ -151,20 +151,70 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     return report
 
 
-def _evaluate_all(model, meta, report: dict, opts: ExportOptions, threads: int, log) -> None:
+def _score(path, opts: ExportOptions, threads: int, optimize: bool, scored: dict, meta=None) -> dict:
+    """Metrics of an ONNX file on the eval split (cached in ``scored`` by path and ``optimize``)."""
+    key = (str(path), optimize)
+    if key not in scored:
+        ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
+        m = read_meta(path)
+        backend = OrtBackend(str(path), m, threads=threads, optimize=optimize)
+        name = Path(path).name + ("" if optimize else " fake-quant")
+        scored[key] = evaluate(backend.infer, ds, meta or m, limit=opts.eval_limit, progress=opts.progress,
+                               description=f"mIoU {name}")
+    return scored[key]
+
+
+def _cpu_int8(fp32: Path, meta, path: Path, opts: ExportOptions, threads: int, report: dict, scored: dict, log) -> Path:
+    """The CPU INT8 file: the target family's schemes (:data:`~unet_edge.export.int8.CPU_TARGETS`)
+    are tried fastest first, and the next one is made only when the INT8 check on the eval split
+    fails (each try is logged and listed in ``report["int8_cpu_tries"]``); without eval data the
+    first is kept (the check then says it did not run)."""
+    from .int8 import CPU_TARGETS
+
+    target = opts.int8_target or probe_host().int8_family
+    if target not in CPU_TARGETS:
+        raise ExportError(f"unknown --int8-target {target!r}; choose one of {', '.join(CPU_TARGETS)}")
+    schemes = (opts.int8_cpu_scheme,) if opts.int8_cpu_scheme else CPU_TARGETS[target]["schemes"]
+    tries = report.setdefault("int8_cpu_tries", [])
+    for i, scheme in enumerate(schemes):
+        export_int8(fp32, meta, path, opts.calib_data, opts.calib_images, opts.calib_method, opts.data_format,
+                    scheme="cpu", target=target, cpu_scheme=scheme)
+        q = read_meta(path).extra["quantization"]
+        log(f"  CPU INT8 for {target} CPUs: {scheme}, {q['weights']} ({q['target_why']})")
+        if not opts.eval_data or i == len(schemes) - 1:
+            tries.append({"scheme": scheme, "checked": False})
+            return path
+        ref = _score(fp32, opts, threads, True, scored, meta)
+        c = check_int8("onnx_int8_cpu", ref, _score(path, opts, threads, True, scored, meta),
+                       _score(path, opts, threads, False, scored, meta), max_miou_drop=opts.max_int8_drop,
+                       max_class_drop=opts.max_int8_class_drop)
+        tries.append({"scheme": scheme, "checked": True, "passed": c.passed, "miou_drop": c.miou_drop,
+                      "worst_class": c.worst_class, "worst_class_drop": c.worst_class_drop})
+        if c.passed:
+            return path
+        for key in [k for k in scored if k[0] == str(path)]:
+            del scored[key]  # the next try overwrites the file
+        log(f"  {scheme} fails the INT8 check ({-c.miou_drop:+.2f} mIoU points, {c.worst_class} "
+            f"{-c.worst_class_drop:+.1f}): trying {schemes[i + 1]}")
+    return path
+
+
+def _evaluate_all(model, meta, report: dict, opts: ExportOptions, threads: int, log, scored: dict) -> None:
     """Score every precision on the eval split (plus fake-quant runs of the INT8 files) into
     ``report["eval"]`` and the INT8 verdicts into ``report["int8_check"]``."""
     ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
-    rows = {"pytorch_fp32": TorchBackend(model, meta, precision="fp32")}
+    torch_fp32 = TorchBackend(model, meta, precision="fp32")
+    rows = {"pytorch_fp32": lambda: evaluate(torch_fp32.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress,
+                                             description="mIoU pytorch_fp32")}
     for key in ("onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"):
         if key in report["artifacts"]:
             path = report["artifacts"][key]["path"]
-            rows[key] = OrtBackend(path, read_meta(path), threads=threads)
+            rows[key] = functools.partial(_score, path, opts, threads, True, scored, meta)
             if key in INT8_GATES:
-                rows[f"{key}_fakequant"] = OrtBackend(path, read_meta(path), threads=threads, optimize=False)
+                rows[f"{key}_fakequant"] = functools.partial(_score, path, opts, threads, False, scored, meta)
     ev = report.setdefault("eval", {})
-    for key, backend in rows.items():
-        m = evaluate(backend.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress, description=f"mIoU {key}")
+    for key, score in rows.items():
+        m = score()
         ev[key] = {k: m[k] for k in ("miou", "pixel_accuracy", "dice", "per_class_iou", "images")}
         log(f"  {opts.eval_split} mIoU {key:<22} {m['miou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}")
     report["eval_split"] = opts.eval_split
@@ -179,6 +229,6 @@ def _evaluate_all(model, meta, report: dict, opts: ExportOptions, threads: int, 
                      message=c.message(Path(report["artifacts"][key]["path"]).name, opts.eval_split, host.int8_family))
         report.setdefault("int8_check", {})[key] = entry
         verdict = "ok" if c.passed else ("FAILED (allowed by --allow-int8-drop)" if opts.allow_int8_drop else "FAILED")
-        log(f"  INT8 check {key}: {verdict}: -{c.miou_drop:.2f} mIoU points ({c.gated}), worst class "
-            f"{c.worst_class} -{c.worst_class_drop:.1f}; fake-quant -{c.fake_quant_drop:.2f}, integer kernels "
-            f"-{c.kernel_effect:.2f}")
+        log(f"  INT8 check {key}: {verdict}: {-c.miou_drop:+.2f} mIoU points ({c.gated} run), worst class "
+            f"{c.worst_class} {-c.worst_class_drop:+.1f}; of which scales (fake-quant) {-c.fake_quant_drop:+.2f}, "
+            f"integer kernels {-c.kernel_effect:+.2f}")
