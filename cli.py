@@ -140,11 +140,11 @@ def synth(
     from unet_edge.data.synth import generate_dataset, render_drive
 
     hw = _size(size, "--size")
+    if frames and video is None:
+        raise typer.BadParameter("--frames needs --video FILE.mp4")
     root = generate_dataset(out, n_train=train_images, n_val=val_images, size=hw, seed=seed)
     log(f"dataset: {root} ({train_images} train / {val_images} val, {hw[0]}x{hw[1]})")
     if frames:
-        if video is None:
-            raise typer.BadParameter("--frames needs --video FILE.mp4")
         log(f"drive video: {render_drive(video, frames=frames, size=hw, seed=seed, fps=fps)} ({frames} frames)")
 
 
@@ -387,7 +387,10 @@ def demo(
     scenes: int = typer.Option(160, min=5, help="Training scenes (validation: a fifth as many)."),
     drive_frames: int = typer.Option(90, min=1, help="Frames of the synthetic drive video."),
     bench_iters: int = typer.Option(30, min=1, help="Timed runs per benchmark row (at most; fewer when time is short)."),
-    threads: int = typer.Option(0, help="CPU threads (0: the physical cores)."),
+    total_budget: str = typer.Option("8m", "--total-budget", help="Budget of the whole demo: caps the training budget and "
+                                                                  "cuts the benchmark's measurements to the time left."),
+    size: str = typer.Option("240x320", help="Scene, video and model input size HxW."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
 ):
     """The whole pipeline on built-in synthetic scenes, no downloads: synth -> train -> export
     (TorchScript, ONNX FP32/FP16/INT8) -> stream a drive video through INT8 -> bench table.
@@ -396,7 +399,8 @@ def demo(
     from unet_edge.train import parse_time_budget
 
     run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5),
-             drive_frames=drive_frames, bench_iters=bench_iters, time_budget_s=parse_time_budget(time_budget), log=log)
+             drive_frames=drive_frames, bench_iters=bench_iters, time_budget_s=parse_time_budget(time_budget),
+             total_budget_s=parse_time_budget(total_budget), size=_size(size, "--size"), log=log)
 
 
 @app.command()

@@ -126,7 +126,8 @@ def test_synth_cli_writes_a_loadable_dataset_and_video(tmp_path):
 
 def test_demo_runs_every_stage_small(tmp_path):
     out = tmp_path / "demo"
-    r = invoke("demo", "--out", out, "--epochs", "1", "--scenes", "10", "--drive-frames", "6", "--bench-iters", "2")
+    r = invoke("demo", "--out", out, "--epochs", "1", "--scenes", "10", "--drive-frames", "6", "--bench-iters", "2",
+               "--size", "64x96", "--total-budget", "40s")
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["stream"]["frames"] == 6
@@ -134,3 +135,4 @@ def test_demo_runs_every_stage_small(tmp_path):
     for f in ("model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "model_int8_cpu.onnx", "calib.cache"):
         assert (out / "export" / f).is_file()
     assert (out / "bench" / "bench.md").is_file() and (out / "train" / "best.pt").is_file()
+    assert summary["bench_plan"]["level"] >= 1 and summary["host"]["cpu_class"]  # cut to fit the 40 s budget

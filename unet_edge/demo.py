@@ -86,11 +86,13 @@ def _bench_plan(seconds_left: float, frame_s: float, iters: int, n_val: int, dri
 
 def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, n_train: int = 160, n_val: int = 32,
              drive_frames: int = 90, bench_iters: int = 30, time_budget_s: float | None = DEMO_TRAIN_BUDGET_S,
-             total_budget_s: float | None = DEMO_TOTAL_BUDGET_S, log: Callable[[str], None] = print) -> dict:
+             total_budget_s: float | None = DEMO_TOTAL_BUDGET_S, size: tuple[int, int] = DEMO_SIZE,
+             log: Callable[[str], None] = print) -> dict:
     """Run every stage into ``out`` and return a summary dict (also ``out/demo_summary.json``).
 
     Args:
         epochs: upper bound of the training epochs (the training time budget decides).
+        size: (H, W) pixels of the scenes, the drive video and the model input.
         threads: CPU threads for every stage, 0 = the physical cores.
         time_budget_s: training time budget in seconds (None: train exactly ``epochs`` epochs).
         total_budget_s: budget of the whole demo in seconds; caps the training budget (keeping
@@ -118,8 +120,9 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
 
     log(f"host: {host.summary()}; {threads} threads"
         + (f"; demo budget {format_duration(total_budget_s)}" if total_budget_s else ""))
-    log(f"[1/5] generating {n_train}+{n_val} CARLA-style scenes ({DEMO_SIZE[0]}x{DEMO_SIZE[1]})")
-    data = generate_dataset(out / "data", n_train=n_train, n_val=n_val, size=DEMO_SIZE, seed=0)
+    size = tuple(size)
+    log(f"[1/5] generating {n_train}+{n_val} CARLA-style scenes ({size[0]}x{size[1]})")
+    data = generate_dataset(out / "data", n_train=n_train, n_val=n_val, size=size, seed=0)
     stages["synth"] = round(time.time() - t0, 1)  # (with the imports and the host probe)
 
     budget = time_budget_s
@@ -132,7 +135,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
     t = time.time()
     command = f"unet-edge demo --epochs {epochs}" + (f" --time-budget {format_duration(budget)}" if budget else "")
     summary = train(TrainConfig(data=str(data), out=str(out / "train"), preset="edge", epochs=epochs, batch_size=8,
-                                crop=DEMO_SIZE, lr=3e-3, threads=threads, precision="auto", time_budget_s=budget,
+                                crop=size, lr=3e-3, threads=threads, precision="auto", time_budget_s=budget,
                                 command=command), log=log)
     stages["train"] = round(time.time() - t, 1)
 
@@ -147,7 +150,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
 
     log(f"[4/5] streaming a {drive_frames}-frame synthetic drive through the INT8 (ONNX Runtime CPU) model")
     t = time.time()
-    video = render_drive(out / "drive.mp4", frames=drive_frames, size=DEMO_SIZE, seed=7)
+    video = render_drive(out / "drive.mp4", frames=drive_frames, size=size, seed=7)
     overlay = out / "drive_int8_overlay.mp4"
     with load_backend(export_dir / FILES["int8_cpu"], device="cpu", threads=threads) as backend:
         stats = stream(backend, video, out=overlay)
