@@ -171,16 +171,22 @@ def test_deployment_rewrite_is_exact_and_removes_conv_transpose(tiny_run, tiny_e
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())  # the trained module is untouched
 
 
-def test_int8_cpu_scheme_is_u8s8_and_labelled(tiny_export):
+def test_int8_cpu_scheme_follows_the_host_and_is_labelled(tiny_export):
+    from unet_edge.export.int8 import CPU_SCHEMES, CPU_TARGETS
+    from unet_edge.host import probe_host
+
     m = onnx.load(str(tiny_export / "model_int8_cpu.onnx"))
     inits = _inits(m)
     act_zp = [inits[n.input[2]] for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     assert act_zp and all(z.dtype == np.uint8 for z in act_zp)
     meta = read_meta(tiny_export / "model_int8_cpu.onnx")
-    assert meta.extra["quantization"]["variant"] == "cpu-u8s8"
+    family = probe_host().int8_family
+    first = CPU_TARGETS[family]["schemes"][0]  # the fixture exports without eval data: no second try
+    assert meta.extra["quantization"]["target"] == family
+    assert meta.extra["quantization"]["variant"] == CPU_SCHEMES[first]["variant"]
     assert read_meta(tiny_export / "model_int8.onnx").extra["quantization"]["variant"] == "tensorrt-qdq"
     with load_backend(tiny_export / "model_int8_cpu.onnx") as b:
-        assert "cpu-u8s8" in b.label
+        assert CPU_SCHEMES[first]["variant"] in b.label
 
 
 def _conv_d2s_model(mode: str, c_out: int, block: int = 2) -> onnx.ModelProto:
