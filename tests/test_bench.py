@@ -442,7 +442,7 @@ def test_host_info_is_built_from_the_probe():
 def test_host_summary_reads_old_reports():
     """Reports written before the probe have no cpu_class: the class comes from their flag list with
     the probe's rules; without flags it says so."""
-    old = json.loads((REPORTS / "camvid-cpu" / "bench.json").read_text())["host"]
+    old = json.loads((REPORTS / "camvid-x86-avx512-vnni" / "bench.json").read_text())["host"]
     assert "cpu_class" not in old and "avx512_vnni" in old["cpu"]["all_speed_flags"]
     assert cpu_class_of(old) == "x86-avx512-vnni"  # AVX-512 VNNI + BF16 EPYC, no AMX
     assert host_summary(old) == "AMD EPYC, 2 cores, x86-avx512-vnni, no GPU"
@@ -459,7 +459,7 @@ def test_host_summary_reads_old_reports():
 
 def test_compare_reads_an_old_report_beside_a_new_one(bench):
     result, report, _ = bench
-    cmp = compare_reports([load_report(REPORTS / "camvid-cpu"), load_report(report)])
+    cmp = compare_reports([load_report(REPORTS / "camvid-x86-avx512-vnni"), load_report(report)])
     assert [r["cpu_class"] for r in cmp["reports"]] == ["x86-avx512-vnni", probe_host().cpu_class]
     assert cmp["reports"][0]["host"] == "AMD EPYC, 2 cores, x86-avx512-vnni, no GPU"
     assert any(r["key"] == "pytorch/fp32/cpu" and all(r["cells"]) for r in cmp["rows"])
