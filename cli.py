@@ -156,8 +156,8 @@ def eval_(
     split: str = typer.Option("val", help="train, val or test."),
     data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32, bf16 (CPU), fp16 (CUDA)."),
-    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32 (default), auto (the host's native autocast, see `doctor`), bf16, fp16 (CUDA); an emulated one runs with a warning."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     batch_size: int = typer.Option(4, min=1),
     limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N images."),
     save_images: Optional[Path] = typer.Option(None, help="Write input | ground truth | prediction PNGs here."),
@@ -269,8 +269,8 @@ def run(
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Overlay opacity."),
     max_frames: Optional[int] = typer.Option(None, min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32, bf16 (CPU), fp16 (CUDA)."),
-    threads: int = typer.Option(0, help="CPU threads (0: library default)."),
+    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32 (default), auto (the host's native autocast, see `doctor`), bf16, fp16 (CUDA); an emulated one runs with a warning."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the stream statistics as JSON."),
 ):
     """Segment a video, image folder, camera or GStreamer pipeline; overlay video and per-stage timing."""
