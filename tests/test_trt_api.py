@@ -419,6 +419,9 @@ def test_sidecar_round_trip_and_read_meta(tmp_path):
     write_sidecar(engine, _sidecar())
     side = read_sidecar(engine)
     assert side["engine"]["tensorrt_version"] == "10.3.0" and side["precision"] == "int8"
+    from unet_edge.host import probe_host
+
+    assert side["engine"]["build_host"]["cpu_class"] == probe_host().cpu_class
     meta = read_meta(engine)  # the lead's generic reader works on engines through the sidecar
     assert meta.precision == "int8" and meta.class_names == ["a", "b", "c"]
     (tmp_path / "m.engine.json").write_text(json.dumps(_meta().to_dict()))

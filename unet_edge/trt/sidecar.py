@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from ..errors import ArtifactError
+from ..host import probe_host
 from ..io_utils import write_json_atomic
 from ..metadata import ModelMeta, sidecar_path
 from .version import TrtVersion
@@ -48,6 +49,8 @@ def make_sidecar(meta: ModelMeta, *, precision: str, mode: str, trt_version: str
         "build_options": build_options,
         "build_command": build_command,
         "calibration": calibration,
+        "build_host": {k: v for k, v in probe_host().to_dict().items()
+                       if k in ("cpu_model", "arch", "cpu_class", "cuda", "tensorrt", "versions")},
     }
     return top
 
