@@ -22,8 +22,9 @@ from unet_edge.errors import ArtifactError, DataError, ExportError
 from unet_edge.metadata import ModelMeta
 from unet_edge.preprocess import preprocess
 
-CAMVID_TRAIN = Path("/work/shared/datasets/camvid/train")
-needs_camvid = pytest.mark.skipif(not CAMVID_TRAIN.is_dir(), reason="CamVid images not found at /work/shared/datasets/camvid/train")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the repository
+CAMVID_TRAIN = SHARED / "datasets" / "camvid" / "train"
+needs_camvid = pytest.mark.skipif(not CAMVID_TRAIN.is_dir(), reason=f"CamVid images not found at {CAMVID_TRAIN}")
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAVE_TRT, reason="TensorRT not installed (libnvinfer unavailable on this host)")
 

@@ -23,7 +23,8 @@ from unet_edge.trt.jetson import PLACEHOLDERS, SCRIPT_NAME, SIDECAR_DIR, write_j
 from unet_edge.trt.sidecar import check_engine_compat, read_sidecar
 from unet_edge.trt.trtexec import REMOVED_IN_11, TRTEXEC_FLAGS, flag_name
 
-CAMVID_TRAIN = Path("/work/shared/datasets/camvid/train")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the repository
+CAMVID_TRAIN = SHARED / "datasets" / "camvid" / "train"
 BASH = shutil.which("bash")
 
 
@@ -38,7 +39,7 @@ def export_dir(tmp_path_factory):
     from unet_edge.model import UNet, config_from_preset
 
     if not CAMVID_TRAIN.is_dir():
-        pytest.skip("CamVid images not found at /work/shared/datasets/camvid/train")
+        pytest.skip(f"CamVid images not found at {CAMVID_TRAIN}")
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("export")
     cfg = config_from_preset("tiny", 3)

@@ -41,7 +41,8 @@ from unet_edge.trt.trtexec import REMOVED_IN_11, TRTEXEC_FLAGS, flag_name, trtex
 from unet_edge.trt.version import SUPPORTED_VERSIONS, TrtVersion, is_strongly_typed_only
 
 ROOT = Path(__file__).resolve().parents[1]
-API_DIR = Path("/work/shared/tensorrt-api")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the repository
+API_DIR = SHARED / "tensorrt-api"
 MODULES = sorted((ROOT / "unet_edge" / "trt").glob("*.py")) + [ROOT / "calibration" / "trt_calibrator.py"]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAVE_TRT, reason="TensorRT not installed (libnvinfer unavailable on this host)")
@@ -248,7 +249,7 @@ def problems(uses: list[Use], names: dict, docs: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def api():
     if not API_DIR.is_dir():
-        pytest.skip("TensorRT API reference not found at /work/shared/tensorrt-api")
+        pytest.skip(f"TensorRT API reference not found at {API_DIR}")
     return _load_api()
 
 
@@ -570,7 +571,7 @@ def tiny_export(tmp_path_factory):
     meta = _meta().with_(arch=cfg.to_dict())
     fp32 = export_onnx(UNet(cfg).eval(), meta, d / "model_fp32.onnx")
     export_fp16(fp32, meta, d / "model_fp16.onnx")
-    export_int8(fp32, meta, d / "model_int8.onnx", "/work/shared/datasets/camvid/train", calib_images=4,
+    export_int8(fp32, meta, d / "model_int8.onnx", SHARED / "datasets" / "camvid" / "train", calib_images=4,
                 cache_path=d / "calib.cache")
     return d
 
