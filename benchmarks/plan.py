@@ -22,7 +22,7 @@ from unet_edge.errors import ArtifactError, BackendUnavailableError
 from unet_edge.export.pipeline import FILES as EXPORT_NAMES
 from unet_edge.host import INT8_FAMILIES, HostInfo, probe_host
 from unet_edge.metadata import ModelMeta
-from unet_edge.precision import EMULATED_BF16_COST
+from unet_edge.precision import EMULATED_BF16_COST, cuda_native_bf16
 from unet_edge.runtime.ort_backend import int8_target
 
 #: Export-folder file names (mirrors ``unet_edge.export.pipeline.FILES``) in row order.
@@ -146,10 +146,6 @@ def _same_model(metas: dict[Path, ModelMeta]) -> None:
                 "one trained model: bench each model separately and use `bench --compare`")
 
 
-def _cuda_capability(host: HostInfo, index: int = 0) -> tuple[int, int] | None:
-    return next((tuple(d.capability) for d in host.cuda if d.index == index), None)
-
-
 def int8_host_note(meta: ModelMeta, host: HostInfo) -> str | None:
     """The note of a CPU INT8 ONNX quantized for another INT8 kernel family than ``host``'s
     (``quantization.target``, :func:`unet_edge.runtime.ort_backend.int8_target`); None when the
@@ -267,9 +263,9 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
 
     # --- GPU rows
     g = gpu_skip_reason()
-    cc = _cuda_capability(host)
+    cc = host.cuda_capability(0)
     cc_name = f"compute capability {cc[0]}.{cc[1]}" if cc else "unknown compute capability"
-    bf16_native = bool(cc and cc >= (8, 0))  # Ampere and later: bf16 tensor cores
+    bf16_native = cuda_native_bf16(cc)
     for prec in ("fp32", "fp16", "bf16"):
         r = RowSpec("pytorch", prec, "cuda", checkpoint, load_precision=prec)
         if g:

@@ -155,6 +155,13 @@ class HostInfo:
     def cuda_available(self) -> bool:
         return bool(self.cuda)
 
+    def cuda_capability(self, device: str | int = 0) -> tuple[int, int] | None:
+        """(major, minor) compute capability of CUDA device ``device`` (an index, ``cuda`` or
+        ``cuda:N``); None when there is no such device."""
+        if isinstance(device, str):
+            device = int(device.split(":")[1]) if ":" in device else 0
+        return next((tuple(d.capability) for d in self.cuda if d.index == device), None)
+
     def summary(self) -> str:
         """One line, e.g. ``Intel Xeon, 2 cores (2 threads), x86-amx, no GPU``."""
         gpu = ", ".join(f"{d.name} (sm {d.capability[0]}.{d.capability[1]})" for d in self.cuda) or "no GPU"

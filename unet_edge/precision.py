@@ -48,12 +48,13 @@ class PrecisionChoice:
         return {"precision": self.precision, "reason": self.reason, "emulated": self.emulated}
 
 
-def _cuda_capability(device: str, host: HostInfo) -> tuple[int, int] | None:
-    index = int(device.split(":")[1]) if ":" in device else 0
-    for d in host.cuda:
-        if d.index == index:
-            return d.capability
-    return None
+#: First CUDA compute capability with bf16 tensor cores (Ampere).
+CUDA_BF16_CAPABILITY = (8, 0)
+
+
+def cuda_native_bf16(capability: tuple[int, int] | None) -> bool:
+    """True when a GPU of this compute capability has bf16 tensor cores (8.0, Ampere, and later)."""
+    return bool(capability and tuple(capability) >= CUDA_BF16_CAPABILITY)
 
 
 def choose_precision(device: str, requested: str = "auto", host: HostInfo | None = None, warn: bool = True) -> PrecisionChoice:
@@ -73,15 +74,15 @@ def choose_precision(device: str, requested: str = "auto", host: HostInfo | None
     if requested not in TORCH_PRECISIONS:
         raise UsageError(f"unknown precision {requested!r}; choose one of {', '.join(TORCH_PRECISIONS)}")
     if device.startswith("cuda"):
-        cc = _cuda_capability(device, host)
+        cc = host.cuda_capability(device)
         name = f"compute capability {cc[0]}.{cc[1]}" if cc else "unknown compute capability"
         if requested == "auto":
-            if cc and cc >= (8, 0):
+            if cuda_native_bf16(cc):
                 return PrecisionChoice("bf16", f"CUDA {name}: bf16 tensor cores (no loss scaling)")
             if cc and cc >= (7, 0):
                 return PrecisionChoice("fp16", f"CUDA {name}: fp16 tensor cores, AMP with loss scaling")
             return PrecisionChoice("fp32", f"CUDA {name}: no tensor cores, FP32")
-        if requested == "bf16" and not (cc and cc >= (8, 0)):
+        if requested == "bf16" and not cuda_native_bf16(cc):
             choice = PrecisionChoice("bf16", f"requested; CUDA {name} has no bf16 tensor cores (emulated, slow)", True)
         else:
             choice = PrecisionChoice(requested, f"requested (--precision {requested})")

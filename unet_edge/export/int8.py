@@ -87,6 +87,18 @@ CPU_TARGETS = {
 }
 
 
+def cpu_target(target: str | None) -> str:
+    """``target`` (a key of :data:`CPU_TARGETS`), or this host's INT8 family when None.
+
+    Raises:
+        ExportError: an unknown target.
+    """
+    target = target or probe_host().int8_family
+    if target not in CPU_TARGETS:
+        raise ExportError(f"unknown --int8-target {target!r}; choose one of {', '.join(INT8_FAMILIES)}")
+    return target
+
+
 def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_data: str | Path,
                 calib_images: int = 64, calib_method: str = "entropy", data_format: str | None = None,
                 cache_path: str | Path | None = None, seed: int = 0, scheme: str = "tensorrt",
@@ -118,9 +130,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
         raise ExportError(f"unknown INT8 scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     trt = scheme == "tensorrt"
     host = probe_host()
-    target = None if trt else (target or host.int8_family)
-    if target is not None and target not in CPU_TARGETS:
-        raise ExportError(f"unknown --int8-target {target!r}; choose one of {', '.join(INT8_FAMILIES)}")
+    target = None if trt else cpu_target(target)
     cpu_scheme = None if trt else (cpu_scheme or CPU_TARGETS[target]["schemes"][0])
     if cpu_scheme is not None and cpu_scheme not in CPU_SCHEMES:
         raise ExportError(f"unknown CPU INT8 scheme {cpu_scheme!r}; choose one of {', '.join(CPU_SCHEMES)}")

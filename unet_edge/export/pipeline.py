@@ -108,7 +108,7 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         ref = model(torch.from_numpy(batch)).numpy()
 
     report: dict = {"checkpoint": str(checkpoint), "artifacts": {}, "host": host.to_dict(), "threads": threads}
-    scored: dict = {}  # (path, optimize) -> metrics already computed on the eval split
+    scorer = _Scorer(opts, threads, meta) if opts.eval_data else None
 
     def record(key: str, path: Path, backend) -> None:
         logits = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(len(batch))])
@@ -135,12 +135,12 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         report["qdq"] = int8_meta.extra["quantization"]["qdq"]
         record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=threads))
         report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
-        int8_cpu = _cpu_int8(fp32, meta, out / FILES["int8_cpu"], opts, threads, report, scored, log)
+        int8_cpu = _cpu_int8(fp32, meta, out / FILES["int8_cpu"], opts, report, scorer, log)
         cpu_meta = read_meta(int8_cpu)
         record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), cpu_meta, threads=threads))
 
     if opts.eval_data:
-        _evaluate_all(model, meta, report, opts, threads, log, scored)
+        _evaluate_all(model, meta, report, opts, scorer, log)
     elif opts.int8:
         report["int8_check"] = {"status": "not run", "reason": "no evaluation data (--no-eval)"}
         log("  warning: INT8 accuracy against FP32 was not checked (no evaluation data)")
@@ -151,29 +151,40 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     return report
 
 
-def _score(path, opts: ExportOptions, threads: int, optimize: bool, scored: dict, meta=None) -> dict:
-    """Metrics of an ONNX file on the eval split (cached in ``scored`` by path and ``optimize``)."""
-    key = (str(path), optimize)
-    if key not in scored:
-        ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
-        m = read_meta(path)
-        backend = OrtBackend(str(path), m, threads=threads, optimize=optimize)
-        name = Path(path).name + ("" if optimize else " fake-quant")
-        scored[key] = evaluate(backend.infer, ds, meta or m, limit=opts.eval_limit, progress=opts.progress,
-                               description=f"mIoU {name}")
-    return scored[key]
+class _Scorer:
+    """Metrics of ONNX files on the eval split (loaded once), each (file, optimize) scored once."""
+
+    def __init__(self, opts: ExportOptions, threads: int, meta):
+        self.opts, self.threads, self.meta = opts, threads, meta
+        self.ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
+        self._done: dict = {}
+
+    def __call__(self, path, optimize: bool = True) -> dict:
+        """:func:`~unet_edge.evaluate.evaluate` metrics of ``path`` (``optimize=False``: fake-quant)."""
+        key = (str(path), optimize)
+        if key not in self._done:
+            backend = OrtBackend(str(path), read_meta(path), threads=self.threads, optimize=optimize)
+            name = Path(path).name + ("" if optimize else " fake-quant")
+            self._done[key] = self.evaluate(backend.infer, f"mIoU {name}")
+        return self._done[key]
+
+    def evaluate(self, infer, description: str) -> dict:
+        return evaluate(infer, self.ds, self.meta, limit=self.opts.eval_limit, progress=self.opts.progress,
+                        description=description)
+
+    def forget(self, path) -> None:
+        """Drop the scores of ``path`` (the file is about to be overwritten)."""
+        self._done = {k: v for k, v in self._done.items() if k[0] != str(path)}
 
 
-def _cpu_int8(fp32: Path, meta, path: Path, opts: ExportOptions, threads: int, report: dict, scored: dict, log) -> Path:
+def _cpu_int8(fp32: Path, meta, path: Path, opts: ExportOptions, report: dict, scorer: _Scorer | None, log) -> Path:
     """The CPU INT8 file: the target family's schemes (:data:`~unet_edge.export.int8.CPU_TARGETS`)
     are tried fastest first, and the next one is made only when the INT8 check on the eval split
     fails (each try is logged and listed in ``report["int8_cpu_tries"]``); without eval data the
     first is kept (the check then says it did not run)."""
-    from .int8 import CPU_TARGETS
+    from .int8 import CPU_TARGETS, cpu_target
 
-    target = opts.int8_target or probe_host().int8_family
-    if target not in CPU_TARGETS:
-        raise ExportError(f"unknown --int8-target {target!r}; choose one of {', '.join(CPU_TARGETS)}")
+    target = cpu_target(opts.int8_target)
     schemes = (opts.int8_cpu_scheme,) if opts.int8_cpu_scheme else CPU_TARGETS[target]["schemes"]
     tries = report.setdefault("int8_cpu_tries", [])
     for i, scheme in enumerate(schemes):
@@ -181,37 +192,32 @@ def _cpu_int8(fp32: Path, meta, path: Path, opts: ExportOptions, threads: int, r
                     scheme="cpu", target=target, cpu_scheme=scheme)
         q = read_meta(path).extra["quantization"]
         log(f"  CPU INT8 for {target} CPUs: {scheme}, {q['weights']} ({q['target_why']})")
-        if not opts.eval_data or i == len(schemes) - 1:
+        if scorer is None or i == len(schemes) - 1:
             tries.append({"scheme": scheme, "checked": False})
             return path
-        ref = _score(fp32, opts, threads, True, scored, meta)
-        c = check_int8("onnx_int8_cpu", ref, _score(path, opts, threads, True, scored, meta),
-                       _score(path, opts, threads, False, scored, meta), max_miou_drop=opts.max_int8_drop,
-                       max_class_drop=opts.max_int8_class_drop)
+        c = check_int8("onnx_int8_cpu", scorer(fp32), scorer(path), scorer(path, optimize=False),
+                       max_miou_drop=opts.max_int8_drop, max_class_drop=opts.max_int8_class_drop)
         tries.append({"scheme": scheme, "checked": True, "passed": c.passed, "miou_drop": c.miou_drop,
                       "worst_class": c.worst_class, "worst_class_drop": c.worst_class_drop})
         if c.passed:
             return path
-        for key in [k for k in scored if k[0] == str(path)]:
-            del scored[key]  # the next try overwrites the file
+        scorer.forget(path)  # the next try overwrites the file
         log(f"  {scheme} fails the INT8 check ({-c.miou_drop:+.2f} mIoU points, {c.worst_class} "
             f"{-c.worst_class_drop:+.1f}): trying {schemes[i + 1]}")
     return path
 
 
-def _evaluate_all(model, meta, report: dict, opts: ExportOptions, threads: int, log, scored: dict) -> None:
+def _evaluate_all(model, meta, report: dict, opts: ExportOptions, scorer: _Scorer, log) -> None:
     """Score every precision on the eval split (plus fake-quant runs of the INT8 files) into
     ``report["eval"]`` and the INT8 verdicts into ``report["int8_check"]``."""
-    ds = load_dataset(opts.eval_data, opts.eval_split, opts.data_format)
     torch_fp32 = TorchBackend(model, meta, precision="fp32")
-    rows = {"pytorch_fp32": lambda: evaluate(torch_fp32.infer, ds, meta, limit=opts.eval_limit, progress=opts.progress,
-                                             description="mIoU pytorch_fp32")}
+    rows = {"pytorch_fp32": lambda: scorer.evaluate(torch_fp32.infer, "mIoU pytorch_fp32")}
     for key in ("onnx_fp32", "onnx_fp16", "onnx_int8", "onnx_int8_cpu"):
         if key in report["artifacts"]:
             path = report["artifacts"][key]["path"]
-            rows[key] = functools.partial(_score, path, opts, threads, True, scored, meta)
+            rows[key] = functools.partial(scorer, path)
             if key in INT8_GATES:
-                rows[f"{key}_fakequant"] = functools.partial(_score, path, opts, threads, False, scored, meta)
+                rows[f"{key}_fakequant"] = functools.partial(scorer, path, optimize=False)
     ev = report.setdefault("eval", {})
     for key, score in rows.items():
         m = score()
