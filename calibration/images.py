@@ -11,25 +11,39 @@ from typing import Iterator
 
 import numpy as np
 
-from unet_edge.data.layouts import IMAGE_EXTS, load_dataset, read_image
+from unet_edge.data.layouts import IMAGE_EXTS, check_classes, load_dataset, read_image
 from unet_edge.errors import DataError
 from unet_edge.metadata import ModelMeta
 from unet_edge.preprocess import preprocess
 
 
-def calibration_images(data: str | Path, n: int = 64, data_format: str | None = None, seed: int = 0) -> list[Path]:
+def calibration_images(data: str | Path, n: int = 64, data_format: str | None = None, seed: int = 0,
+                       meta: ModelMeta | None = None) -> list[Path]:
     """Pick ``n`` images (seeded, without replacement) from the training split of ``data``.
 
-    ``data`` may also be a plain folder of images (no masks needed for calibration).
+    ``data`` may also be a plain folder of images (no masks needed for calibration, and no classes
+    to check).
+
+    Args:
+        meta: the model being calibrated; when given and ``data`` is a dataset, its classes are
+            compared with the dataset's (:func:`unet_edge.data.layouts.check_classes`) so that a
+            model is not calibrated on another label set's scenes unnoticed.
 
     Raises:
-        DataError: the folder is missing or holds no images.
+        DataError: the folder is missing or holds no images, or ``meta``'s classes differ from the
+            dataset's (same count with generic names only warns ``ClassMismatchWarning``).
     """
     data = Path(data)
     if not data.is_dir():
         raise DataError(f"calibration data folder not found: {data}")
     plain = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    paths = plain if plain and data_format is None else load_dataset(data, "train", data_format).image_paths()
+    if plain and data_format is None:
+        paths = plain
+    else:
+        ds = load_dataset(data, "train", data_format)
+        if meta is not None:
+            check_classes(meta, ds.info)
+        paths = ds.image_paths()
     if not paths:
         raise DataError(f"no calibration images in {data}")
     rng = np.random.default_rng(seed)

@@ -43,3 +43,21 @@ def test_accumulates_over_batches():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError):
         ConfusionMatrix(2).update(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+def test_label_ids_outside_the_classes_are_an_error_not_dropped():
+    """Today ids >= C are silently left out of the matrix, so a mismatched dataset still gives a score."""
+    from unet_edge.errors import DataError
+
+    target = np.array([[0, 1, 3], [7, 7, 255]])
+    with pytest.raises(DataError, match=r"class id\(s\) 3 \(1 px\), 7 \(2 px\) outside the model's 0\.\.2 and not the ignore index 255"):
+        ConfusionMatrix(3).update(np.zeros_like(target), target)
+
+
+def test_ignored_pixels_are_counted():
+    cm = ConfusionMatrix(2, ignore_index=255)
+    cm.update(np.array([0, 1, 1, 0]), np.array([0, 255, 255, 1]))
+    cm.update(np.array([1]), np.array([255]))
+    m = cm.compute(["a", "b"])
+    assert (m["pixels"], m["ignored_pixels"]) == (2, 3)
+    np.testing.assert_array_equal(cm.matrix, [[1, 0], [1, 0]])

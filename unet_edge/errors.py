@@ -62,3 +62,7 @@ class EmulatedPrecisionWarning(UnetEdgeWarning):
 
 class HostMismatchWarning(UnetEdgeWarning):
     """An artifact made for another CPU class runs here (its kernels may differ in speed or numbers)."""
+
+
+class ClassMismatchWarning(UnetEdgeWarning):
+    """A model and a dataset have the same number of classes but one side's names are generic (``class0``, ...)."""

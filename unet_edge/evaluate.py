@@ -7,7 +7,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .data.layouts import SegDataset
+from .data.layouts import SegDataset, check_classes
 from .metadata import ModelMeta
 from .metrics import ConfusionMatrix
 from .preprocess import colorize, labels_from_logits, preprocess, resize_labels
@@ -35,8 +35,15 @@ def evaluate(
         save_dir: if set, write up to ``max_saved`` PNGs: input | ground truth | prediction.
 
     Returns:
-        the dict of :func:`unet_edge.metrics.metrics_from_confusion` plus ``images``.
+        the dict of :meth:`unet_edge.metrics.ConfusionMatrix.compute` (``ignored_pixels`` counts the
+        void pixels left out) plus ``images``.
+
+    Raises:
+        DataError: the model's and the dataset's classes differ (:func:`check_classes`, checked before
+            any image is read; same count with generic names only warns ``ClassMismatchWarning``), or
+            a mask is unreadable or holds ids its layout does not define.
     """
+    check_classes(meta, dataset.info)
     names = list(meta.class_names)
     cm = ConfusionMatrix(len(names), meta.ignore_index)
     n = len(dataset) if limit is None else min(limit, len(dataset))

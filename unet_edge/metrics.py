@@ -8,22 +8,42 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import DataError
+
 
 class ConfusionMatrix:
-    """Accumulates a (C, C) int64 confusion matrix; rows are ground truth, columns predictions."""
+    """Accumulates a (C, C) int64 confusion matrix; rows are ground truth, columns predictions.
+
+    ``ignored`` counts the label pixels equal to the ignore index (void), which the matrix leaves out.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.ignored = 0
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
-        """Add a batch: ``pred`` and ``target`` integer arrays of the same shape (any rank)."""
+        """Add a batch: ``pred`` and ``target`` integer arrays of the same shape (any rank).
+
+        Raises:
+            ValueError: the shapes differ.
+            DataError: ``target`` holds ids that are neither 0..C-1 nor the ignore index: labels and
+                model classes do not match (see :func:`unet_edge.data.layouts.check_classes`).
+        """
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {pred.shape} != label shape {target.shape}")
         t = target.reshape(-1).astype(np.int64)
         p = pred.reshape(-1).astype(np.int64)
-        keep = (t != self.ignore_index) & (t >= 0) & (t < self.num_classes)
+        void = t == self.ignore_index
+        keep = ~void & (t >= 0) & (t < self.num_classes)
+        if keep.sum() + void.sum() != t.size:
+            bad, counts = np.unique(t[~keep & ~void], return_counts=True)
+            shown = ", ".join(f"{v} ({c} px)" for v, c in zip(bad[:8].tolist(), counts[:8].tolist()))
+            raise DataError(f"labels hold class id(s) {shown}{' ...' if bad.size > 8 else ''} outside the model's "
+                            f"0..{self.num_classes - 1} and not the ignore index {self.ignore_index}: the dataset's "
+                            "classes do not match the model's; score the model on data with its classes")
+        self.ignored += int(void.sum())
         idx = t[keep] * self.num_classes + np.clip(p[keep], 0, self.num_classes - 1)
         self.matrix += np.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
 
@@ -32,9 +52,10 @@ class ConfusionMatrix:
 
         Returns:
             ``miou``, ``dice`` (mean Dice), ``pixel_accuracy``, ``mean_class_accuracy`` (floats in
-            [0, 1]), ``per_class_iou`` and ``per_class_dice`` ({class name: float, None when undefined}).
+            [0, 1]), ``per_class_iou`` and ``per_class_dice`` ({class name: float, None when undefined}),
+            ``pixels`` (label pixels scored) and ``ignored_pixels`` (void pixels left out).
         """
-        return metrics_from_confusion(self.matrix, class_names)
+        return {**metrics_from_confusion(self.matrix, class_names), "ignored_pixels": self.ignored}
 
 
 def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None) -> dict:

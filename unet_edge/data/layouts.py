@@ -16,16 +16,30 @@
 
 Every dataset yields ``(image, mask)``: image RGB uint8 (H, W, 3), mask uint8 (H, W) of class
 ids with ``info.ignore_index`` for void.
+
+Label ids are checked on every read (:func:`read_mask`), 8- and 16-bit masks alike: an id the
+layout neither names as a class nor declares void is a :class:`~unet_edge.errors.DataError` naming
+the file, the ids and their pixel counts; it is never wrapped, clipped or dropped. Declared void
+ids (CamVid 11 and 255, folder 255, trimap 3) become ``info.ignore_index`` and are counted. A
+``folder`` dataset without ``classes.txt`` infers its classes from (up to 64) masks sampled over all
+its splits: the ids seen must run 0..K-1 without gaps and K <= 64, else ``classes.txt`` is required.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ClassMismatchWarning, DataError
+
+if TYPE_CHECKING:
+    from ..metadata import ModelMeta
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 FORMATS = ("carla", "camvid", "folder")
@@ -50,6 +64,9 @@ CAMVID_PALETTE = [
 ]
 CAMVID_VOID = 11
 IGNORE_INDEX = 255
+#: Most classes a ``folder`` dataset may infer from its masks; more need a ``classes.txt``.
+MAX_INFERRED_CLASSES = 64
+_INFER_SAMPLE = 64
 
 
 @dataclass
@@ -64,6 +81,9 @@ class DatasetInfo:
         ignore_index: mask value excluded from loss and metrics.
         binary: True when masks are foreground/background (the model gets a 1-channel head).
         mask_kind: for ``folder``: ``index``, ``binary`` or ``trimap``.
+        root: the dataset folder.
+        classes_file: for ``folder`` index masks, the ``classes.txt`` that named the classes;
+            empty when they were inferred from the masks.
     """
 
     name: str
@@ -74,6 +94,7 @@ class DatasetInfo:
     binary: bool = False
     mask_kind: str = "index"
     root: str = ""
+    classes_file: str = ""
 
     @property
     def num_logits(self) -> int:
@@ -105,38 +126,115 @@ def _read_raw_mask(path: Path) -> np.ndarray:
     return m
 
 
-def read_mask(path: str | Path, info: DatasetInfo) -> np.ndarray:
-    """Read a label file and decode it to class ids uint8 (H, W) per the dataset's format.
+def _label_table(info: DatasetInfo) -> tuple[dict[int, int], set[int]]:
+    """(raw id -> class id, raw ids declared void) of a dataset's masks."""
+    if info.format == "folder" and info.mask_kind == "binary":
+        return {0: 0, 1: 1, 255: 1}, set()
+    if info.format == "folder" and info.mask_kind == "trimap":
+        return {1: 1, 2: 0}, {3}
+    classes = {i: i for i in range(len(info.class_names))}
+    if info.format == "carla":
+        return classes, set()
+    if info.format == "camvid":
+        return classes, {CAMVID_VOID, IGNORE_INDEX}
+    return classes, {IGNORE_INDEX}
+
+
+def _label_rule(info: DatasetInfo) -> str:
+    """What a dataset's masks may hold and how to fix one that holds something else."""
+    if info.format == "carla":
+        return (f"CARLA masks hold ids 0..{len(info.class_names) - 1} in the red channel (the 13 classes of "
+                "CARLA 0.9.0-0.9.9; newer CARLA versions have more): fix or remove the mask")
+    if info.format == "camvid":
+        return (f"CamVid masks hold ids 0..{CAMVID_VOID - 1}, {CAMVID_VOID} = void (255 is read as void too): "
+                "fix or remove the mask")
+    if info.mask_kind == "binary":
+        return "binary masks hold 0 (background) and 255 or 1 (foreground): re-threshold the mask"
+    if info.mask_kind == "trimap":
+        return "trimap masks hold 1 (pet), 2 (background), 3 (border, ignored): fix or remove the mask"
+    k = len(info.class_names)
+    if info.classes_file:
+        return (f"{info.classes_file} names {k} classes (ids 0..{k - 1}, {IGNORE_INDEX} = ignore): add the "
+                "missing names to it (line i names id i) or fix the mask")
+    return (f"the {k} classes (ids 0..{k - 1}, {IGNORE_INDEX} = ignore) were inferred from sampled masks: "
+            f"declare the classes in {Path(info.root) / 'classes.txt'} (one name a line, line i names id i)")
+
+
+def _describe_ids(values: np.ndarray, counts: np.ndarray, most: int = 8) -> str:
+    shown = ", ".join(f"{v} ({c} px)" for v, c in zip(values[:most].tolist(), counts[:most].tolist()))
+    more = f" and {len(values) - most} more" if len(values) > most else ""
+    return f"{shown}{more}"
+
+
+def decode_ids(ids: np.ndarray, info: DatasetInfo, source: str | Path = "mask",
+               void_counts: Counter | None = None) -> np.ndarray:
+    """Map raw label ids to class ids per the dataset's layout, refusing ids it does not define.
+
+    Args:
+        ids: (H, W) unsigned integer array (uint8 or uint16) of raw mask values.
+        info: the dataset's labels; :func:`_label_table` gives the ids it accepts.
+        source: the mask's path, named in errors.
+        void_counts: if given, ``{raw id: pixels}`` of declared void ids mapped to
+            ``info.ignore_index`` is added to it.
+
+    Returns:
+        uint8 (H, W) class ids, ``info.ignore_index`` for void.
 
     Raises:
-        DataError: the mask is missing, corrupt or has an unexpected number of channels.
+        DataError: ``ids`` is not an unsigned integer array, or holds ids that are neither a class
+            nor declared void (the message names ``source``, the ids and their pixel counts).
     """
-    path = Path(path)
-    m = _read_raw_mask(path)
+    if ids.dtype.kind != "u":
+        raise DataError(f"mask {source} holds {ids.dtype} values; masks must be 8- or 16-bit integer class ids")
+    table, void = _label_table(info)
+    counts = np.bincount(ids.reshape(-1))
+    present = np.flatnonzero(counts)
+    bad = np.array([v for v in present.tolist() if v not in table and v not in void], dtype=np.int64)
+    if bad.size:
+        raise DataError(f"mask {source} holds class id(s) the {info.format} layout does not define: "
+                        f"{_describe_ids(bad, counts[bad])} of {ids.size} pixels; {_label_rule(info)}")
+    lut = np.full(counts.size, info.ignore_index, dtype=np.uint8)
+    for raw, cls in table.items():
+        if raw < lut.size:
+            lut[raw] = cls
+    if void_counts is not None:
+        for v in void:
+            if v < counts.size and counts[v]:
+                void_counts[v] += int(counts[v])
+    return lut[ids]
+
+
+def _mask_ids(m: np.ndarray, info: DatasetInfo, path: Path) -> np.ndarray:
+    """The raw id channel of a decoded mask file (still uint8 or uint16)."""
     if info.format == "carla":
         if m.ndim != 3:
             raise DataError(f"CARLA mask {path} should be RGB with the class id in the red channel")
-        ids = m[..., 2]  # OpenCV reads BGR: red is channel 2
-        return ids.astype(np.uint8)
-    if m.ndim == 3:
-        m = m[..., 0]
-    m = m.astype(np.uint8)
-    if info.format == "camvid":
-        out = m.copy()
-        out[m >= CAMVID_VOID] = info.ignore_index
-        return out
-    if info.mask_kind == "binary":
-        out = np.full_like(m, info.ignore_index)
-        out[m == 0] = 0
-        out[m == 255] = 1
-        out[m == 1] = 1  # 0/1 masks too
-        return out
-    if info.mask_kind == "trimap":
-        out = np.full_like(m, info.ignore_index)
-        out[m == 1] = 1
-        out[m == 2] = 0
-        return out
-    return m
+        return m[..., 2]  # OpenCV reads BGR: red is channel 2
+    return _gray_ids(m, path)
+
+
+def _gray_ids(m: np.ndarray, path: Path) -> np.ndarray:
+    """The ids of a single-channel mask, or of a grey one saved with equal B, G, R channels."""
+    if m.ndim == 2:
+        return m
+    if m.shape[2] >= 3 and not (np.array_equal(m[..., 0], m[..., 1]) and np.array_equal(m[..., 0], m[..., 2])):
+        raise DataError(f"mask {path} is a colour image (its channels differ); masks of this layout are "
+                        "single-channel class ids: convert colour-coded labels to an index mask")
+    return m[..., 0]
+
+
+def read_mask(path: str | Path, info: DatasetInfo, void_counts: Counter | None = None) -> np.ndarray:
+    """Read a label file (8- or 16-bit) and decode it to class ids uint8 (H, W) per the dataset's format.
+
+    Args:
+        void_counts: if given, ``{raw id: pixels}`` mapped to ``info.ignore_index`` is added to it.
+
+    Raises:
+        DataError: the mask is missing, corrupt, has an unexpected number of channels, or holds ids
+            the layout does not define (see :func:`decode_ids`).
+    """
+    path = Path(path)
+    return decode_ids(_mask_ids(_read_raw_mask(path), info, path), info, path, void_counts)
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -194,11 +292,32 @@ def _pair(images: list[Path], mask_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _sniff_mask_kind(mask_paths: list[Path]) -> str:
+def _spread(items: list, k: int) -> list:
+    """Up to ``k`` items evenly spread over ``items`` (first and last included), in order."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, k).round().astype(int).tolist()))]
+
+
+def _folder_masks(root: Path, base: Path, flat: bool) -> list[Path]:
+    """Every mask of a folder dataset, all splits, so that each split infers the same classes."""
+    if flat:
+        return _list_images(base / "masks")
+    return [m for s in SPLITS if (root / s / "masks").is_dir() for m in _list_images(root / s / "masks")]
+
+
+def _sample_ids(masks: list[Path]) -> dict[Path, np.ndarray]:
+    """Sorted raw ids (channel 0) of up to ``_INFER_SAMPLE`` masks spread over ``masks``."""
+    out = {}
+    for p in _spread(masks, _INFER_SAMPLE):
+        out[p] = np.unique(_gray_ids(_read_raw_mask(p), p))
+    return out
+
+
+def _sniff_mask_kind(sample: dict[Path, np.ndarray]) -> str:
     values: set[int] = set()
-    for p in mask_paths[:8]:
-        m = _read_raw_mask(p)
-        values |= set(np.unique(m if m.ndim == 2 else m[..., 0]).tolist())
+    for ids in sample.values():
+        values |= set(ids.tolist())
     if values <= {0, 255}:
         return "binary"
     if values <= {1, 2, 3}:
@@ -216,13 +335,15 @@ class SegDataset:
         self.pairs = pairs
         self.info = info
         self.split = split
+        #: ``{raw id: pixels}`` of declared void ids mapped to the ignore index, over every read in this process.
+        self.void_counts: Counter = Counter()
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, mask_path = self.pairs[i]
-        image, mask = read_image(img_path), read_mask(mask_path, self.info)
+        image, mask = read_image(img_path), read_mask(mask_path, self.info, self.void_counts)
         if image.shape[:2] != mask.shape[:2]:
             raise DataError(f"image {img_path} is {image.shape[:2]} but its mask {mask_path} is {mask.shape[:2]}")
         return image, mask
@@ -271,14 +392,20 @@ def load_dataset(root: str | Path, split: str = "train", data_format: str | None
             raise DataError(f"folder layout at {base} has images/ but no masks/")
         images = _list_images(base / "images")
         pairs = _pair(_holdout(images, split) if flat else images, base / "masks")
-        kind = _sniff_mask_kind([m for _, m in pairs]) if pairs else "index"
-        info = _folder_info(root, base, kind, [m for _, m in pairs])
+        info = _folder_info(root, base, _sample_ids(_folder_masks(root, base, flat)))
     if not pairs:
         raise DataError(f"split {split!r} of {root} ({fmt}) holds no images")
     return SegDataset(pairs, info, split)
 
 
-def _folder_info(root: Path, base: Path, kind: str, masks: list[Path]) -> DatasetInfo:
+def _folder_info(root: Path, base: Path, sample: dict[Path, np.ndarray]) -> DatasetInfo:
+    """Labels of a folder dataset from ``classes.txt`` or the sampled masks' ids.
+
+    Raises:
+        DataError: no ``classes.txt`` and the sampled ids have gaps or exceed
+            :data:`MAX_INFERRED_CLASSES` classes (the message says how to declare them).
+    """
+    kind = _sniff_mask_kind(sample) if sample else "index"
     if kind in ("binary", "trimap"):
         fg = "pet" if kind == "trimap" else "foreground"
         return DatasetInfo(root.name, "folder", ["background", fg], [[0, 0, 0], [255, 255, 255]],
@@ -286,14 +413,81 @@ def _folder_info(root: Path, base: Path, kind: str, masks: list[Path]) -> Datase
     names_file = next((p for p in (base / "classes.txt", root / "classes.txt") if p.is_file()), None)
     if names_file:
         names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+        if not names:
+            raise DataError(f"{names_file} names no classes; write one class name a line (line i names id i)")
+        if len(names) > IGNORE_INDEX:
+            raise DataError(f"{names_file} names {len(names)} classes; masks are read as 8-bit class ids with "
+                            f"{IGNORE_INDEX} = ignore, so at most {IGNORE_INDEX} classes fit")
     else:
-        hi = 0
-        for p in masks[:64]:
-            m = _read_raw_mask(p)
-            vals = np.unique(m if m.ndim == 2 else m[..., 0])
-            vals = vals[vals != IGNORE_INDEX]
-            hi = max(hi, int(vals.max()) if vals.size else 0)
-        names = [f"class{i}" for i in range(hi + 1)]
+        names = [f"class{i}" for i in range(_infer_class_count(root, sample))]
     rng = np.random.default_rng(0)
     palette = rng.integers(0, 256, size=(len(names), 3)).tolist()
-    return DatasetInfo(root.name, "folder", names, palette, IGNORE_INDEX, mask_kind="index", root=str(root))
+    return DatasetInfo(root.name, "folder", names, palette, IGNORE_INDEX, mask_kind="index", root=str(root),
+                       classes_file=str(names_file) if names_file else "")
+
+
+def _infer_class_count(root: Path, sample: dict[Path, np.ndarray]) -> int:
+    seen: dict[int, Path] = {}
+    for p, ids in sample.items():
+        for v in ids.tolist():
+            if v != IGNORE_INDEX:
+                seen.setdefault(v, p)
+    if not seen:
+        return 1
+    hi = max(seen)
+    declare = (f"declare the classes in {root / 'classes.txt'} (one name a line, line i names id i; "
+               f"{IGNORE_INDEX} = ignore) or fix the masks")
+    if hi >= MAX_INFERRED_CLASSES:
+        big = sorted(v for v in seen if v >= MAX_INFERRED_CLASSES)
+        where = ", ".join(f"{v} in {seen[v]}" for v in big[:4])
+        raise DataError(f"folder dataset {root} has no classes.txt and its masks hold id(s) {where}: that would "
+                        f"infer {hi + 1} classes, more than the {MAX_INFERRED_CLASSES} inferred from masks at most; "
+                        f"{declare}")
+    missing = [v for v in range(hi + 1) if v not in seen]
+    if missing:
+        raise DataError(f"folder dataset {root} has no classes.txt and its masks hold ids "
+                        f"{sorted(seen)} (up to {hi} in {seen[hi]}) but never {missing[:8]}"
+                        f"{' ...' if len(missing) > 8 else ''} in {len(sample)} sampled masks, so the class "
+                        f"count cannot be inferred; {declare}")
+    return hi + 1
+
+
+_GENERIC_NAME = re.compile(r"class\d+")
+
+
+def _names(names: list[str], most: int = 16) -> str:
+    shown = ", ".join(names[:most])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > most else ''}]"
+
+
+def check_classes(meta: "ModelMeta", info: DatasetInfo) -> None:
+    """Check that a model and a dataset use the same classes, before scoring or calibrating.
+
+    Same count and names (in id order) pass. Same count where one side has only generic names
+    (``class0``, ``class1``, ... of a folder dataset without ``classes.txt``) warns
+    :class:`~unet_edge.errors.ClassMismatchWarning` and assumes the ids mean the same classes.
+
+    Raises:
+        DataError: the class counts differ, the names differ (neither side generic), or the ignore
+            indices differ; the message names both class lists.
+    """
+    model, data = list(meta.class_names), list(info.class_names)
+    where = f"dataset {info.root or info.name} ({info.format})"
+    trained = meta.dataset.get("name") or meta.dataset.get("path")
+    model_desc = f"the model{f' (trained on {trained})' if trained else ''}"
+    both = f"{model_desc} has {len(model)} classes {_names(model)}, {where} has {len(data)} {_names(data)}"
+    fix = "score or calibrate the model on data with its classes, or retrain it on this dataset"
+    if len(model) != len(data):
+        raise DataError(f"class count mismatch: {both}; {fix}")
+    if meta.ignore_index != info.ignore_index:
+        raise DataError(f"ignore index mismatch: the model ignores {meta.ignore_index}, {where} marks void "
+                        f"with {info.ignore_index}; {fix}")
+    if model == data:
+        return
+    generic = [all(_GENERIC_NAME.fullmatch(n) for n in side) for side in (model, data)]
+    if any(generic):
+        warnings.warn(ClassMismatchWarning(f"class names differ but one side is unnamed: {both}; assuming the "
+                                           "ids mean the same classes"), stacklevel=2)
+        return
+    diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(model, data)) if a != b]
+    raise DataError(f"class name mismatch ({'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}): {both}; {fix}")
