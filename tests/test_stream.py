@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from unet_edge.errors import ArtifactError, SourceError
+from unet_edge.errors import ArtifactError, SourceError, UnetEdgeWarning, UsageError
 from unet_edge.metadata import ModelMeta
 from unet_edge.model import UNet, config_from_preset
 from unet_edge.runtime.base import Backend
 from unet_edge.runtime.overlay import draw_overlay
-from unet_edge.runtime.sources import gstreamer_available, open_source
-from unet_edge.runtime.stream import STAGES, StreamInterrupted, stream
+from unet_edge.runtime.sources import FrameError, FrameSource, gstreamer_available, open_source
+from unet_edge.runtime.stream import (STAGES, RollingStats, StreamInterrupted, VideoSink, check_output,
+                                      stream)
 from unet_edge.runtime.torch_backend import TorchBackend
 
 K = 3
@@ -133,17 +137,80 @@ def test_stream_folder_to_avi_and_max_frames(backend, tmp_path):
 
 
 def test_stream_rejects_unknown_output_extension(backend, video, tmp_path):
-    with pytest.raises(SourceError, match=r"\.mkv.*\.mp4"):
+    with pytest.raises(UsageError, match=r"\.mkv.*\.mp4"):
         stream(backend, video, out=tmp_path / "x.mkv", progress=False)
 
 
-def test_backend_error_propagates_and_output_stays_playable(backend, video, tmp_path):
-    out = tmp_path / "partial.mp4"
-    with pytest.raises(RuntimeError, match="boom"):
-        stream(FailingBackend(backend, 5, RuntimeError("boom")), video, out=out, progress=False)
-    decoded, reported, size, _ = _probe(out)
+# --- output checks (before the first frame) ---------------------------------------------------------
+
+def test_check_output_rejects_unusable_paths_naming_them(tmp_path):
+    (tmp_path / "adir.mp4").mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [(tmp_path / "adir.mp4", r"adir\.mp4 is a directory; give a video file name"),
+             (tmp_path / "afile" / "o.mp4", r"afile/o\.mp4 is under .*afile, which is a file"),
+             (tmp_path / "afile" / "deeper" / "o.mp4", r"is under .*afile, which is a file"),
+             (tmp_path / "o.mkv", r"o\.mkv has an unsupported extension '\.mkv'.*\*\.mp4 or \*\.avi"),
+             (tmp_path / "o", r"unsupported extension '\(none\)'")]
+    for path, pattern in cases:
+        with pytest.raises(UsageError, match=pattern):
+            check_output(path)
+    assert check_output(tmp_path / "new" / "sub" / "o.MP4") == tmp_path / "new" / "sub" / "o.MP4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.mp4", "afile"]  # the probe left nothing
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_check_output_rejects_read_only_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(UsageError, match=r"ro/o\.mp4: cannot create files in .*ro \(Permission denied\)"):
+            check_output(ro / "o.mp4")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_check_output_reports_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    import unet_edge.runtime.stream as st
+
+    def denied(folder, name):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(st, "_probe_writable", denied)
+    with pytest.raises(UsageError, match=r"o\.mp4: cannot create files in .* \(Permission denied\); choose a folder"):
+        check_output(tmp_path / "o.mp4")
+
+
+def test_stream_checks_out_before_opening_the_source(backend, tmp_path):
+    (tmp_path / "d.mp4").mkdir()
+    # the source does not exist either: the output error comes first, no frame is ever read
+    with pytest.raises(UsageError, match="is a directory"):
+        stream(backend, tmp_path / "missing.mp4", out=tmp_path / "d.mp4", progress=False)
+
+
+# --- failures never replace a good output -----------------------------------------------------------
+
+def test_backend_error_keeps_partial_and_leaves_existing_out_untouched(backend, video, tmp_path):
+    out = tmp_path / "overlay.mp4"
+    stream(backend, video, out=out, progress=False)
+    good = out.read_bytes()
+    warned = r"failed after 5 frames; .*overlay\.mp4 was left untouched.*overlay\.partial\.mp4"
+    with pytest.warns(UnetEdgeWarning, match=warned):
+        with pytest.raises(RuntimeError, match="boom") as ei:
+            stream(FailingBackend(backend, 5, RuntimeError("boom")), video, out=out, progress=False)
+    assert out.read_bytes() == good
+    partial = tmp_path / "overlay.partial.mp4"
+    assert any("overlay.partial.mp4" in n for n in ei.value.__notes__)
+    decoded, reported, size, _ = _probe(partial)
     assert decoded == reported == 5 and size == (H, W)
-    assert not list(tmp_path.glob(".*tmp*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.mp4", "overlay.partial.mp4"]
+
+
+def test_failure_before_any_frame_creates_nothing(backend, video, tmp_path):
+    out = tmp_path / "o.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        stream(FailingBackend(backend, 0, RuntimeError("boom")), video, out=out, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_finalizes_output_then_reraises_with_stats(backend, video, tmp_path):
@@ -152,21 +219,176 @@ def test_ctrl_c_finalizes_output_then_reraises_with_stats(backend, video, tmp_pa
         stream(FailingBackend(backend, 5, KeyboardInterrupt()), video, out=out, progress=False)
     assert isinstance(ei.value, StreamInterrupted)
     assert ei.value.stats.interrupted and ei.value.stats.frames == 5
+    assert (ei.value.signal, ei.value.exit_code, ei.value.stats.signal) == ("SIGINT", 130, "SIGINT")
     decoded, reported, size, _ = _probe(out)
     assert decoded == reported == 5 and size == (H, W)
+    assert [p.name for p in tmp_path.iterdir()] == ["interrupted.mp4"]
 
 
-def test_reader_error_propagates_with_frames_so_far(backend, tmp_path):
+class SignallingBackend(Backend):
+    """Sends ``signals`` to this process on infer call ``at`` (0-based)."""
+
+    name = "signalling"
+
+    def __init__(self, inner: Backend, at: int, signals):
+        super().__init__(inner.meta)
+        self.inner, self.at, self.signals, self.calls = inner, at, signals, 0
+
+    def infer(self, batch):
+        if self.calls == self.at:
+            for sig in self.signals:
+                os.kill(os.getpid(), sig)
+        self.calls += 1
+        return self.inner.infer(batch)
+
+
+@pytest.fixture
+def sentinel_handlers():
+    """Previous SIGINT/SIGTERM handlers that fail the test if a signal ever reaches them."""
+    def previous(signum, frame):
+        raise RuntimeError(f"signal {signum} reached the previous handler")
+
+    saved = {s: signal.signal(s, previous) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield previous
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("signals,name,code", [([signal.SIGTERM], "SIGTERM", 143),
+                                               ([signal.SIGINT, signal.SIGINT, signal.SIGINT], "SIGINT", 130)])
+def test_signals_stop_the_stream_cleanly_and_handlers_are_restored(backend, video, tmp_path, sentinel_handlers,
+                                                                   signals, name, code):
+    out = tmp_path / "o.mp4"
+    with pytest.raises(StreamInterrupted) as ei:
+        stream(SignallingBackend(backend, 3, signals), video, out=out, progress=False)
+    st = ei.value.stats
+    assert (ei.value.signal, ei.value.exit_code, st.signal, st.interrupted) == (name, code, name, True)
+    assert 1 <= st.frames < N_FRAMES and st.out == str(out)
+    assert _probe(out)[0] == st.frames and [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
+    assert signal.getsignal(signal.SIGINT) is sentinel_handlers
+    assert signal.getsignal(signal.SIGTERM) is sentinel_handlers
+
+
+def test_ctrl_c_during_finalisation_is_deferred(backend, video, tmp_path, sentinel_handlers, monkeypatch):
+    real_commit = VideoSink.commit
+
+    def commit_under_fire(self):
+        os.kill(os.getpid(), signal.SIGINT)  # lands between release and rename
+        return real_commit(self)
+
+    monkeypatch.setattr(VideoSink, "commit", commit_under_fire)
+    out = tmp_path / "o.mp4"
+    with pytest.raises(StreamInterrupted) as ei:
+        stream(backend, video, out=out, progress=False)
+    assert ei.value.stats.frames == N_FRAMES and _probe(out)[0] == N_FRAMES
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
+
+
+class ListSource(FrameSource):
+    """Frames from a list; ``fail_at``: raise a fatal SourceError there; ``live``: a camera-like source."""
+
+    def __init__(self, frames, live=False, fail_at=None):
+        self._frames, self._i, self.fail_at = list(frames), 0, fail_at
+        self.name, self.live, self.size = "list", live, frames[0].shape[:2]
+        self.frame_count = None if live else len(self._frames)
+
+    def __next__(self):
+        if self._i == self.fail_at:
+            raise SourceError("camera 7 stopped delivering frames")
+        if self._i >= len(self._frames):
+            raise StopIteration
+        self._i += 1
+        return self._frames[self._i - 1]
+
+
+def test_fatal_source_error_keeps_frames_so_far_as_partial(backend, tmp_path):
+    out = tmp_path / "seg.mp4"
+    with pytest.warns(UnetEdgeWarning, match=r"seg\.partial\.mp4"):
+        with pytest.raises(SourceError, match="camera 7 stopped"):
+            stream(backend, ListSource(_frames(6), fail_at=3), out=out, progress=False)
+    assert not out.exists()
+    assert _probe(tmp_path / "seg.partial.mp4")[0] == 3
+
+
+def test_corrupt_frames_mid_stream_are_dropped_counted_and_named(backend, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
-    frames = _frames(3)
+    frames = _frames(4)
     cv2.imwrite(str(folder / "a.png"), frames[0])
     (folder / "b.png").write_bytes(b"not a png at all")
-    cv2.imwrite(str(folder / "c.png"), frames[2])
+    cv2.imwrite(str(folder / "c.png"), cv2.resize(frames[2], (W // 2, H // 2)))
+    cv2.imwrite(str(folder / "d.png"), frames[3])
     out = tmp_path / "seg.mp4"
-    with pytest.raises(SourceError, match=r"b\.png.*corrupt"):
-        stream(backend, folder, out=out, progress=False)
-    assert _probe(out)[0] == 1
+    stats = stream(backend, folder, out=out, progress=False)
+    assert (stats.frames_read, stats.frames_decoded, stats.frames_written, stats.frames_unfinished) == (4, 3, 2, 0)
+    assert (stats.dropped.decode, stats.dropped.corrupt, stats.dropped.queue) == (1, 1, 0)
+    assert _probe(out)[0] == 2
+    assert len(stats.drop_examples) == 2
+    assert "b.png" in stats.drop_examples[0] and "corrupt or not an image" in stats.drop_examples[0]
+    assert "c.png is 64x48 (WxH)" in stats.drop_examples[1]
+    msg = stats.drop_message()
+    assert msg.startswith("2 of 4 frames read were dropped (1 undecodable, 1 corrupt)") and "b.png" in msg
+    d = json.loads(json.dumps(stats.to_dict()))
+    assert d["frames_dropped"] == {"decode": 1, "corrupt": 1, "queue": 0, "total": 2}
+    assert (d["frames_read"], d["frames_decoded"], d["frames_written"], d["frames"]) == (4, 3, 2, 2)
+    assert stream(backend, folder, out=None, progress=False).drop_message() is not None
+    clean = stream(backend, folder, out=None, max_frames=1, progress=False)
+    assert clean.drop_message() is None and clean.dropped.total == 0
+
+
+class SlowBackend(Backend):
+    name = "slow"
+
+    def __init__(self, inner: Backend, sleep_s: float):
+        super().__init__(inner.meta)
+        self.inner, self.sleep_s = inner, sleep_s
+
+    def infer(self, batch):
+        time.sleep(self.sleep_s)
+        return self.inner.infer(batch)
+
+
+def test_live_source_drops_frames_when_the_queue_is_full(backend, tmp_path):
+    n = 40
+    stats = stream(SlowBackend(backend, 0.01), ListSource(_frames(4) * (n // 4), live=True), out=None,
+                   queue_size=1, progress=False)
+    assert stats.frames_read == n and stats.dropped.decode == stats.dropped.corrupt == 0
+    assert stats.dropped.queue >= n // 2  # the reader never waits for the 10 ms/frame model
+    assert stats.frames + stats.dropped.queue == n and stats.frames_unfinished == 0
+    assert "queue full" in stats.drop_message()
+    # a file source is never dropped from: the reader waits
+    files = stream(SlowBackend(backend, 0.002), ListSource(_frames(8)), out=None, queue_size=1, progress=False)
+    assert files.frames == 8 and files.dropped.total == 0
+
+
+# --- bounded statistics -----------------------------------------------------------------------------
+
+def test_rolling_stats_keep_a_window_and_exact_running_mean():
+    st = RollingStats(window=100)
+    for v in range(300):  # 3x the window
+        st.add(float(v))
+    assert len(st) == 100 and list(st)[0] == 200.0 and list(st)[-1] == 299.0
+    assert st.count == 300 and st.mean == 149.5 and st.total == 44850.0 and st.max == 299.0
+    assert st.percentile(50) == 249.5 and st.percentile(0) == 200.0
+    s = st.summary()
+    assert s["p99_ms"] == pytest.approx(298.01) and s["p90_ms"] == pytest.approx(289.1) and s["count"] == 300
+    assert RollingStats(3).summary()["p50_ms"] == 0.0
+    with pytest.raises(UsageError, match="window"):
+        RollingStats(0)
+
+
+def test_stream_stats_window_bounds_per_frame_times(backend, video):
+    stats = stream(backend, video, out=None, progress=False, stats_window=4)
+    assert stats.frames == N_FRAMES == 3 * 4
+    for s in STAGES:
+        st = stats.stage_ms[s]
+        assert len(st) == 4 and st.count == N_FRAMES
+    infer = stats.stage_ms["infer"]
+    assert infer.mean == pytest.approx(infer.total / N_FRAMES)
+    d = stats.to_dict(per_frame=True)
+    assert d["stats_window"] == 4 and d["stages"]["infer"]["count"] == N_FRAMES
+    assert all(len(v) == 4 for v in d["stage_ms"].values())
+    assert d["stages"]["infer"]["p99_ms"] >= d["stages"]["infer"]["p50_ms"] > 0
 
 
 def test_logits_with_wrong_class_count_raise(backend, video):
@@ -200,9 +422,14 @@ def test_empty_folder_raises(tmp_path):
 def test_corrupt_image_in_folder_is_named(tmp_path):
     cv2.imwrite(str(tmp_path / "0.png"), _frames(1)[0])
     (tmp_path / "1.jpg").write_bytes(b"\xff\xd8garbage")
+    cv2.imwrite(str(tmp_path / "2.png"), _frames(1)[0])
     src = open_source(str(tmp_path))
     next(src)
-    with pytest.raises(SourceError, match=r"1\.jpg"):
+    with pytest.raises(FrameError, match=r"1\.jpg") as ei:
+        next(src)
+    assert (ei.value.reason, ei.value.index) == ("decode", 1)
+    assert next(src).shape == (H, W, 3)  # the bad frame is skipped, not read again
+    with pytest.raises(StopIteration):
         next(src)
     (tmp_path / "0.png").write_bytes(b"")
     with pytest.raises(SourceError, match=r"0\.png"):

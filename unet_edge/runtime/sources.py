@@ -4,6 +4,10 @@ Every source is an iterator of BGR uint8 (H, W, 3) frames (OpenCV's channel orde
 attributes, opened by :func:`open_source`. The first frame is decoded when the source is opened,
 so a source that cannot deliver frames fails at once with a :class:`SourceError`, and ``size`` is
 the real decoded size rather than what the container claims.
+
+A frame that cannot be decoded, or decodes to something unusable, raises :class:`FrameError`
+(a :class:`SourceError`) and the source stays usable: the next ``next()`` goes on with the next
+frame, so a consumer may skip it. Any other :class:`SourceError` ends the source.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import numpy as np
 from ..data.layouts import IMAGE_EXTS
 from ..errors import SourceError
 
-#: Image suffixes a folder source reads (case-insensitive).
 #: Frame rate assumed when the container or device reports none.
 DEFAULT_FPS = 30.0
 
@@ -25,6 +28,21 @@ JETSON_CSI_PIPELINE = (
     "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! "
     "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1"
 )
+
+
+class FrameError(SourceError):
+    """One frame of a working source is unusable; the source can go on with the next frame.
+
+    Attributes:
+        reason: ``"decode"`` (the frame's data could not be read or decoded) or ``"corrupt"`` (it
+            decoded to an unusable frame: empty, or not the size of the source's first frame).
+        index: 0-based position of the frame in the source.
+    """
+
+    def __init__(self, message: str, reason: str, index: int):
+        super().__init__(message)
+        self.reason = reason
+        self.index = index
 
 
 class FrameSource:
@@ -40,9 +58,10 @@ class FrameSource:
             videos); None for live sources (cameras, pipelines).
         live: True for cameras and pipelines.
 
-    Iterating raises :class:`SourceError` when a frame cannot be decoded (a corrupt image in a
-    folder, a camera that stops delivering). Sources are context managers; :meth:`close` is
-    idempotent.
+    Iterating raises :class:`FrameError` for one bad frame (a corrupt image in a folder, a frame
+    of another size) and the next ``next()`` continues after it; it raises :class:`SourceError`
+    when the source cannot go on (a camera that stops delivering). Sources are context managers;
+    :meth:`close` is idempotent.
     """
 
     name: str = ""
@@ -111,7 +130,12 @@ class VideoCaptureSource(FrameSource):
                     raise SourceError(f"{self.name} stopped delivering frames after {self.frames_read}; "
                                       "check the cable/connection and that no other process took the device")
                 raise StopIteration
+        index = self.frames_read
         self.frames_read += 1
+        if frame.size == 0 or frame.shape[:2] != self.size:
+            got = "empty" if frame.size == 0 else f"{frame.shape[1]}x{frame.shape[0]} (WxH)"
+            raise FrameError(f"frame {index} of {self.name} is {got} but the stream started at "
+                             f"{self.size[1]}x{self.size[0]}", "corrupt", index)
         return _as_bgr(frame, self.name)
 
     def close(self) -> None:
@@ -133,30 +157,30 @@ class ImageFolderSource(FrameSource):
         self._pending: np.ndarray | None = self._read(files[0])
         self.size = (int(self._pending.shape[0]), int(self._pending.shape[1]))
 
-    def _read(self, path: Path) -> np.ndarray:
+    def _read(self, path: Path, index: int = 0) -> np.ndarray:
         try:
             data = np.fromfile(str(path), dtype=np.uint8)
         except OSError as e:
-            raise SourceError(f"cannot read image {path}: {e}") from e
+            raise FrameError(f"cannot read image {path}: {e}", "decode", index) from e
         img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if img is None:
-            raise SourceError(f"image {path} in folder source {self.name} is corrupt or not an image OpenCV can "
-                              "decode; delete or replace it")
+            raise FrameError(f"image {path} in folder source {self.name} is corrupt or not an image OpenCV can "
+                             "decode; delete or replace it", "decode", index)
         return img
 
     def __next__(self) -> np.ndarray:
         if self._i >= len(self._files):
             raise StopIteration
-        path = self._files[self._i]
+        index, path = self._i, self._files[self._i]
+        self._i += 1  # before decoding: a bad file is skipped by the next call, not read again
         if self._pending is not None:
             img, self._pending = self._pending, None
         else:
-            img = self._read(path)
-        self._i += 1
+            img = self._read(path, index)
         if img.shape[:2] != self.size:
-            raise SourceError(f"image {path} is {img.shape[1]}x{img.shape[0]} (WxH) but the first image of "
-                              f"{self.name} is {self.size[1]}x{self.size[0]}; a folder source needs images of one "
-                              "size (resize them first)")
+            raise FrameError(f"image {path} is {img.shape[1]}x{img.shape[0]} (WxH) but the first image of "
+                             f"{self.name} is {self.size[1]}x{self.size[0]}; a folder source needs images of one "
+                             "size (resize them first)", "corrupt", index)
         return _as_bgr(img, str(path))
 
     def close(self) -> None:
