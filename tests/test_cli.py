@@ -80,11 +80,11 @@ def test_run_streams_a_video(tiny_export, tmp_path):
     (["train", "--data", "no/such/dir", "--epochs", "1"], 3, "dataset folder not found"),
     (["run", "{ckpt}", "--camera", "9", "--out", "{tmp}/o.mp4"], 5, "camera 9"),
     (["run", "{ckpt}", "--source", "{tmp}/none.mp4", "--out", "{tmp}/o.mp4"], 5, "none.mp4"),
-    (["export", "{ckpt}", "--out", "{tmp}/e", "--int8"], 7, "--calib-data"),
     (["eval", "{ckpt}", "--data", "{tmp}"], 3, "not a known dataset layout"),
     (["eval", "{ckpt}", "--data", "{data}", "--device", "cuda"], 6, "CUDA"),
 ])
 def test_bad_inputs_exit_with_clear_errors(args, code, text, tiny_run, folder_dataset, tmp_path):
+    """A few end-to-end cases; the full exit-code table is tests/test_cli_errors.py."""
     args = [a.format(ckpt=tiny_run["best"], tmp=tmp_path, data=folder_dataset) for a in args]
     r = invoke(*args)
     assert r.exit_code == code, r.output

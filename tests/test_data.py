@@ -6,7 +6,7 @@ import pytest
 
 from unet_edge.data.augment import train_transform
 from unet_edge.data.layouts import CAMVID_CLASSES, CARLA_CLASSES, detect_format, load_dataset, read_image
-from unet_edge.errors import DataError
+from unet_edge.errors import DataError, UsageError
 
 
 def _img(h=24, w=32, seed=0):
@@ -125,9 +125,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         load_dataset(root, "train")  # masks are sniffed on open
     with pytest.raises(DataError, match="cannot decode image .*extra.png"):
         read_image(root / "images" / "extra.png")
-    with pytest.raises(DataError, match="unknown split"):
+    with pytest.raises(UsageError, match="unknown split"):
         load_dataset(root, "bogus")
-    with pytest.raises(DataError, match="unknown dataset format"):
+    with pytest.raises(UsageError, match="unknown dataset format"):
         load_dataset(root, "train", "voc")
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..errors import ClassMismatchWarning, DataError
+from ..errors import ClassMismatchWarning, DataError, UsageError
 
 if TYPE_CHECKING:
     from ..metadata import ModelMeta
@@ -361,14 +361,15 @@ def load_dataset(root: str | Path, split: str = "train", data_format: str | None
         data_format: one of :data:`FORMATS`, or None to auto-detect.
 
     Raises:
-        DataError: missing folder, unknown layout/format/split, images without masks, or an empty split.
+        UsageError: unknown split or format name (a typo in the command, exit 2).
+        DataError: missing folder, undetectable layout, images without masks, or an empty split.
     """
     root = Path(root)
     if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; choose one of {SPLITS}")
+        raise UsageError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if data_format is not None and data_format not in FORMATS:
+        raise UsageError(f"unknown dataset format {data_format!r}; choose one of {', '.join(FORMATS)}")
     fmt = data_format or detect_format(root)
-    if fmt not in FORMATS:
-        raise DataError(f"unknown dataset format {fmt!r}; choose one of {FORMATS}")
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
 

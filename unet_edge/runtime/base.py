@@ -1,11 +1,26 @@
 """The interface every inference backend implements."""
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..errors import UsageError
 from ..metadata import ModelMeta
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    """Return ``device`` when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        UsageError: any other value (e.g. ``tpu``), naming it.
+    """
+    if not isinstance(device, str) or not (device in DEVICES or re.fullmatch(r"cuda:\d+", device)):
+        raise UsageError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 class Backend(ABC):

@@ -4,9 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..artifacts import artifact_kind, model_from_checkpoint, read_meta
-from ..errors import BackendUnavailableError
+from ..errors import ArtifactError, BackendUnavailableError, UsageError
 from ..host import resolve_threads
-from .base import Backend
+from .base import Backend, check_device
+
+#: values of ``precision``: the PyTorch autocast choices, plus ``int8`` (an INT8 artifact's own).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def load_backend(path: str | Path, device: str = "cpu", precision: str | None = None, threads: int = 0) -> Backend:
@@ -16,16 +19,21 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
         path: the artifact.
         device: ``cpu``, ``cuda`` or ``auto``. A device that is not available raises; there is no
             silent fallback.
-        precision: PyTorch only: ``fp32`` (default), ``bf16`` (CPU autocast) or ``fp16`` (CUDA
-            autocast). ONNX and engine precision is fixed by the artifact; asking for another raises.
+        precision: PyTorch only: ``fp32`` (default), ``auto``, ``bf16`` (CPU autocast) or ``fp16`` (CUDA
+            autocast). ONNX and engine precision is fixed by the artifact (``auto`` or None take it);
+            asking for another raises.
         threads: CPU threads for PyTorch (``torch.set_num_threads``) / ONNX Runtime intra-op;
             0: the physical cores (:func:`unet_edge.host.resolve_threads`). ``backend.threads`` says
             the count used.
 
     Raises:
-        ArtifactError: unknown or corrupt artifact. BackendUnavailableError: device/precision not
-        available for this artifact on this host.
+        UsageError: an unknown device or precision.
+        ArtifactError: unknown or corrupt artifact, or invalid metadata. BackendUnavailableError:
+        device/precision not available for this artifact on this host.
     """
+    check_device(device)
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"unknown --precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     kind = artifact_kind(path)
     if kind in ("checkpoint", "torchscript"):
         import torch
@@ -37,13 +45,18 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
         model, meta, _ = model_from_checkpoint(path)
         return TorchBackend(model, meta, str(path), device=device, precision=precision or "fp32")
     if kind == "torchscript":
-        from ..export.torchscript import load_torchscript
         from .torch_backend import TorchScriptBackend
 
-        return TorchScriptBackend(load_torchscript(path), read_meta(path), str(path), device=device,
-                                  precision=precision or "fp32")
+        meta = read_meta(path)  # validated before torch.jit.load touches the file
+        try:
+            # TorchScript's own unpickler builds tensors and TorchScript classes only: no Python code runs
+            module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as e:
+            raise ArtifactError(f"torch.jit.load cannot load TorchScript file {path}: {str(e).splitlines()[0]}; "
+                                "it may be truncated; re-export it") from e
+        return TorchScriptBackend(module, meta, str(path), device=device, precision=precision or "fp32")
     meta = read_meta(path)
-    if precision and precision != meta.precision:
+    if precision and precision not in ("auto", meta.precision):
         raise BackendUnavailableError(
             f"{path} is a {meta.precision} artifact; --precision {precision} applies to checkpoints and "
             f"TorchScript only (export a {precision} artifact instead)")

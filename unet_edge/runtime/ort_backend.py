@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import ArtifactError, BackendUnavailableError, HostMismatchWarning
 from ..host import probe_host, resolve_threads
 from ..metadata import ModelMeta
-from .base import Backend
+from .base import Backend, check_device
 
 
 def int8_target(meta: ModelMeta) -> str | None:
@@ -25,8 +25,10 @@ def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
     """Warn (:class:`HostMismatchWarning`) and return the message when a CPU INT8 file made for
     one INT8 kernel family runs on a CPU of another; None when they match or it is no such file."""
     target = int8_target(meta)
+    if target is None:  # (probe_host imports PyTorch for its versions: not for FP32/FP16 files)
+        return None
     host = host or probe_host()
-    if target is None or target == host.int8_family:
+    if target == host.int8_family:
         return None
     msg = (f"{path} was quantized for {target} CPUs but this host is {host.cpu_class} ({host.int8_family} int8 "
            f"kernels): its accuracy and speed here are not what its export measured; re-export on this host "
@@ -52,6 +54,7 @@ class OrtBackend(Backend):
         HostMismatchWarning: a CPU INT8 file made for another INT8 kernel family (:func:`check_int8_host`).
 
     Raises:
+        UsageError: an unknown device.
         BackendUnavailableError: CUDA requested but the CUDA provider is not available.
         ArtifactError: ONNX Runtime cannot load the model.
     """
@@ -62,6 +65,7 @@ class OrtBackend(Backend):
         import onnxruntime as ort
 
         super().__init__(meta, path)
+        check_device(device)
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
         if device.startswith("cuda"):
@@ -88,7 +92,8 @@ class OrtBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:
-            raise ArtifactError(f"ONNX Runtime cannot load {path}: {e}") from e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ArtifactError(f"ONNX Runtime cannot load {path}: {first}; re-export it") from e
         inp = self.session.get_inputs()[0]
         self._input, self._output = inp.name, self.session.get_outputs()[0].name
         #: the exported batch size when the graph is static (None when dynamic)

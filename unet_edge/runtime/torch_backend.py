@@ -9,15 +9,17 @@ import torch
 from ..errors import BackendUnavailableError
 from ..metadata import ModelMeta
 from ..precision import choose_precision
-from .base import Backend
+from .base import Backend, check_device
 
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without CUDA raises.
 
     Raises:
+        UsageError: not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         BackendUnavailableError: CUDA was asked for and is not available.
     """
+    check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -71,16 +71,27 @@ def read_sidecar(engine_path: str | Path) -> dict:
         raise ArtifactError(f"{engine_path} has no sidecar {side.name}: an engine is only usable with it; "
                             "rebuild with: unet-edge build <export dir or ONNX> --out " + str(engine_path))
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"cannot read engine sidecar {side}: {e}") from e
+        data = json.loads(side.read_bytes())
+    except OSError as e:
+        raise ArtifactError(f"cannot read engine sidecar {side}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"engine sidecar {side} is not valid JSON ({e}); rebuild the engine or restore the file") from e
     if not isinstance(data, dict) or not isinstance(data.get("engine"), dict):
         raise ArtifactError(f"{side} is not a unet-edge engine sidecar (no 'engine' object); rebuild the engine")
-    ModelMeta.from_dict(data)  # raises ArtifactError when the model metadata is incomplete
+    ModelMeta.from_dict(data, source=side)  # ArtifactError naming the field when the model metadata is invalid
     info = data["engine"]
     for key in ("tensorrt_version", "gpu", "precision", "io"):
         if key not in info:
             raise ArtifactError(f"{side}: engine info lacks {key!r}; rebuild the engine")
+    if not isinstance(info["tensorrt_version"], str):
+        raise ArtifactError(f"{side}: engine field 'tensorrt_version' must be a string, got {info['tensorrt_version']!r}; "
+                            "rebuild the engine")
+    if not isinstance(info["gpu"], dict):
+        raise ArtifactError(f"{side}: engine field 'gpu' must be an object, got {info['gpu']!r}; rebuild the engine")
+    if not isinstance(info["io"], list) or not all(
+            isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("shape"), list) for t in info["io"]):
+        raise ArtifactError(f"{side}: engine field 'io' must be a list of {{name, mode, shape, dtype}} objects; "
+                            "rebuild the engine")
     return data
 
 
