@@ -139,11 +139,18 @@ def test_calibration_cache_matches_qdq_scales(tiny_export):
     assert set(scales) <= fp32_names  # usable for an implicit TensorRT 10.x build of the FP32 ONNX
 
 
-def test_int8_without_calib_data_is_a_clear_error(tiny_run, tmp_path):
+def test_bad_export_options_are_usage_errors_before_any_work(tiny_run, tmp_path):
+    from unet_edge.errors import UsageError
     from unet_edge.export.pipeline import ExportOptions, export_all
 
-    with pytest.raises(ExportError, match="--calib-data"):
-        export_all(tiny_run["best"], tmp_path, ExportOptions(int8=True), log=lambda *a: None)
+    for opts, needle in ((ExportOptions(int8=True), "--int8 needs --calib-data"),
+                         (ExportOptions(calib_method="foo"), "unknown --calib-method 'foo'"),
+                         (ExportOptions(int8_target="nope"), "unknown --int8-target 'nope'; choose one of x86-vnni"),
+                         (ExportOptions(int8_cpu_scheme="nope"), "unknown --int8-cpu-scheme 'nope'; choose one of u8s8"),
+                         (ExportOptions(calib_images=0), "--calib-images must be an integer >= 1")):
+        with pytest.raises(UsageError, match=needle):
+            export_all(tiny_run["best"], tmp_path / "exp", opts, log=lambda *a: None)
+    assert not list(tmp_path.iterdir())  # refused before the folder, its lock or a staging folder exist
 
 
 def test_corrupt_artifacts_raise_artifact_error(tmp_path):
@@ -253,3 +260,25 @@ def test_int8_cpu_decoder_stays_nhwc_in_onnxruntime(tiny_export, tmp_path):
     ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
     assert "DepthToSpace" not in ops and ops.count("QLinearConv") > 2 * depth
     assert ops.count("Transpose") == depth + 2
+
+
+def test_every_artifact_records_its_source_checkpoint(tiny_export, tiny_run):
+    """model.ts, every ONNX (embedded and sidecar), calib.cache's sidecar and the report name the
+    checkpoint and its sha256; the folder check finds one source."""
+    from unet_edge.io_utils import sha256
+    from unet_edge.provenance import NAME_KEY, SHA_KEY, check_consistent, folder_sources
+
+    want = sha256(tiny_run["best"])
+    for f in ("model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "model_int8_cpu.onnx"):
+        extra = read_meta(tiny_export / f).extra
+        assert extra[SHA_KEY] == want and extra[NAME_KEY] == str(tiny_run["best"].resolve()), f
+    for f in ("model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "model_int8_cpu.onnx", "calib.cache"):
+        assert json.loads(sidecar_path(tiny_export / f).read_text())["extra"][SHA_KEY] == want, f
+    rep = json.loads((tiny_export / "export_report.json").read_text())
+    assert rep[SHA_KEY] == want and rep["status"] == "ok"
+    assert rep["artifacts"]["calib_cache"]["sha256"] == sha256(tiny_export / "calib.cache")
+    sources = folder_sources(tiny_export)
+    assert {p.name for p in sources} == {"model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx",
+                                         "model_int8_cpu.onnx", "calib.cache"}
+    assert set(sources.values()) == {want}
+    assert check_consistent(sources) == want

@@ -213,7 +213,8 @@ def test_export_fails_loudly_on_int8_drop_and_records_the_host(tiny_run, folder_
     # a negative limit makes any INT8 file fail: the check itself must stop the export
     with pytest.raises(Int8AccuracyError, match="allow-int8-drop"):
         export_all(tiny_run["best"], tmp_path / "a", ExportOptions(max_int8_drop=-100.0, **opts), log=lambda *a: None)
-    report = json.loads((tmp_path / "a" / "export_report.json").read_text())
+    assert not (tmp_path / "a").exists()  # a failed export leaves no OUT behind; the attempt is kept aside
+    report = json.loads((tmp_path / "a.failed" / "export_report.json").read_text())
     assert {c["status"] for c in report["int8_check"].values()} == {"failed"}
     assert report["int8_check"]["onnx_int8"]["gated"] == "fake-quant"
     assert report["int8_check"]["onnx_int8_cpu"]["gated"] == "kernel"

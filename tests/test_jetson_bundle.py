@@ -191,3 +191,36 @@ def test_dynamic_export_gets_profile_shapes(tmp_path):
                       .replace("@STRONGLY_TYPED@", "true"))
     assert tmpl["engine"]["profile"] == {"images": {"min": [1, 3, 64, 96], "opt": [1, 3, 64, 96], "max": [1, 3, 64, 96]}}
     assert tmpl["engine"]["io"][0]["shape"][0] == -1
+
+
+def test_bundle_of_an_export_without_provenance_warns_and_records_none(export_dir, tmp_path):
+    """The fixture's files were written without a source checkpoint (as by an older unet-edge):
+    the bundle is made, with a warning, and says it does not know the source."""
+    from unet_edge.provenance import ProvenanceWarning
+
+    with pytest.warns(ProvenanceWarning, match="no source-checkpoint record"):
+        out = write_jetson_bundle(export_dir, tmp_path / "b", default_precision="fp32", log=lambda *_: None)
+    bundle = json.loads((out / "metadata.json").read_text())["bundle"]
+    assert bundle["source_checkpoint_sha256"] is None and bundle["source_checkpoint"] is None
+    assert (out / "calib.cache.json").is_file()
+
+
+def test_bundle_and_engine_sidecars_carry_the_source_checkpoint(tiny_export, tiny_run, tmp_path):
+    """From a real export: metadata.json, the copied calib.cache.json and every engine-sidecar
+    template (filled as build_engine.sh fills it) name the checkpoint's sha256."""
+    from unet_edge.io_utils import sha256
+    from unet_edge.provenance import SHA_KEY, folder_sources
+
+    out = write_jetson_bundle(tiny_export, tmp_path / "b", default_precision="fp32", log=lambda *_: None)
+    want = sha256(tiny_run["best"])
+    assert json.loads((out / "metadata.json").read_text())["bundle"][SHA_KEY] == want
+    assert set(folder_sources(out).values()) == {want}  # ONNX files and calib.cache (via its sidecar)
+    values = {"@TRT_VERSION@": "10.3.0", "@GPU_NAME@": "Orin", "@GPU_CC@": "8.7", "@MODE@": "explicit",
+              "@STRONGLY_TYPED@": "true"}
+    for prec in ("fp32", "fp16", "int8"):
+        text = (out / SIDECAR_DIR / f"model_{prec}.engine.json.in").read_text()
+        for k, v in values.items():
+            text = text.replace(k, v)
+        (tmp_path / f"model_{prec}.engine").write_bytes(b"plan")
+        (tmp_path / f"model_{prec}.engine.json").write_text(text)
+        assert read_sidecar(tmp_path / f"model_{prec}.engine")["extra"][SHA_KEY] == want

@@ -286,6 +286,14 @@ def probe_host() -> HostInfo:
     return HostInfo(**fields, **t, **r, versions=versions)
 
 
+@functools.lru_cache(maxsize=1)
+def probe_cpu() -> HostInfo:
+    """The CPU part of the probe only (model, flags, cores; cached): enough for the CPU class, the
+    INT8 family and the thread count, and it imports neither PyTorch nor ONNX Runtime, so the
+    ONNX/engine runtime path stays free of PyTorch. Never raises."""
+    return HostInfo(**_cpu_fields(), versions={"python": platform.python_version()})
+
+
 def resolve_threads(threads: int | None) -> int:
     """``threads`` when positive, else :attr:`HostInfo.default_threads` (the physical cores)."""
-    return int(threads) if threads and threads > 0 else probe_host().default_threads
+    return int(threads) if threads and threads > 0 else probe_cpu().default_threads

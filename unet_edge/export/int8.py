@@ -43,7 +43,8 @@ from calibration.images import OrtCalibrationReader, calibration_images
 
 from ..errors import ExportError
 from ..host import INT8_FAMILIES, probe_host
-from ..metadata import ModelMeta
+from ..io_utils import write_json_atomic
+from ..metadata import ModelMeta, sidecar_path
 from .onnx_export import save_onnx, simplify_onnx
 from .rewrite import interleave_depth_to_space
 
@@ -110,7 +111,8 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
         calib_images: number of calibration images.
         calib_method: ``entropy`` (KL divergence, as TensorRT's IInt8EntropyCalibrator2),
             ``minmax`` or ``percentile`` (99.999th).
-        cache_path: ``tensorrt`` scheme only: where to write the TensorRT calibration cache.
+        cache_path: ``tensorrt`` scheme only: where to write the TensorRT calibration cache (plus
+            ``<cache_path>.json``: the INT8 file's metadata, with its provenance).
         scheme: ``tensorrt`` or ``cpu`` (see the module docstring).
         target: ``cpu`` scheme only: the INT8 kernel family the file is for (a key of
             :data:`CPU_TARGETS`); None: this host's (:func:`unet_edge.host.probe_host`).
@@ -170,11 +172,15 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
                     weights=cs["weights"], target_why=CPU_TARGETS[target]["why"], built_on=host.cpu_class)
     if trt:
         info["qdq"] = check_qdq(model)
-    save_onnx(model, meta.with_(precision="int8", extra={"quantization": info}), path)
+    int8_meta = meta.with_(precision="int8", extra={"quantization": info})
+    save_onnx(model, int8_meta, path)
     if trt and cache_path is not None:
         from calibration.cache import write_calibration_cache
 
         write_calibration_cache(cache_path, scales)
+        # the cache format has no room for metadata: its provenance travels in <cache>.json
+        write_json_atomic(sidecar_path(cache_path),
+                          int8_meta.with_(extra={"calibration_cache": {"onnx": Path(path).name}}).to_dict())
     return Path(path)
 
 

@@ -4,10 +4,14 @@ for every artifact and optional validation mIoU per precision.
 
 The ONNX graphs are exported from :func:`unet_edge.export.rewrite.for_deployment` (2x2 transposed
 convolutions as 1x1 conv + DepthToSpace, numerically the same); the parity check compares against
-the original trained module."""
+the original trained module.
+
+The folder is built beside ``OUT`` and replaces it in one step (:mod:`unet_edge.transaction`), and
+every artifact records the checkpoint it comes from (:mod:`unet_edge.provenance`)."""
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,13 +21,15 @@ import torch
 
 from ..artifacts import model_from_checkpoint, read_meta
 from ..data.layouts import load_dataset
-from ..errors import DataError, ExportError, Int8AccuracyError
+from ..errors import ArtifactError, DataError, Int8AccuracyError, UnetEdgeError, UsageError
 from ..evaluate import evaluate
 from ..host import probe_host, resolve_threads
 from ..io_utils import sha256, write_json_atomic
 from ..preprocess import preprocess
+from ..provenance import SHA_KEY, source_record
 from ..runtime.ort_backend import OrtBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
+from ..transaction import StagedFolder
 from .accuracy import MAX_CLASS_DROP, MAX_MIOU_DROP, check_int8
 from .fp16 import export_fp16
 from .int8 import export_int8
@@ -32,6 +38,7 @@ from .rewrite import for_deployment
 from .torchscript import export_torchscript, load_torchscript
 
 #: Artifact file names inside an export folder; other stages (TensorRT build, Jetson bundle) rely on them.
+#: ``calib.cache`` has a ``calib.cache.json`` sidecar (model metadata with its provenance).
 FILES = {"torchscript": "model.ts", "fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx",
          "int8": "model_int8.onnx", "int8_cpu": "model_int8_cpu.onnx", "calib_cache": "calib.cache",
          "report": "export_report.json"}
@@ -60,6 +67,28 @@ class ExportOptions:
     max_int8_class_drop: float = MAX_CLASS_DROP
     progress: bool = True
 
+    def validate(self) -> "ExportOptions":
+        """Check option values and combinations before anything is exported.
+
+        Raises:
+            UsageError: ``int8`` without ``calib_data``; an unknown ``calib_method``,
+                ``int8_target`` or ``int8_cpu_scheme``; a count below 1.
+        """
+        from .int8 import CALIB_METHODS, CPU_SCHEMES, CPU_TARGETS
+
+        if self.int8 and not self.calib_data:
+            raise UsageError("--int8 needs --calib-data DIR (a dataset or image folder to calibrate on)")
+        for flag, value, known in (("--calib-method", self.calib_method, CALIB_METHODS),
+                                   ("--int8-target", self.int8_target, CPU_TARGETS),
+                                   ("--int8-cpu-scheme", self.int8_cpu_scheme, CPU_SCHEMES)):
+            if value is not None and value not in known:
+                raise UsageError(f"unknown {flag} {value!r}; choose one of {', '.join(known)}")
+        for flag, value in (("--calib-images", self.calib_images), ("parity images", self.parity_images),
+                            ("--eval-limit", self.eval_limit if self.eval_limit is not None else 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UsageError(f"{flag} must be an integer >= 1, got {value!r}")
+        return self
+
 
 #: INT8 report keys -> which run of the file the accuracy check gates (see :mod:`.accuracy`).
 INT8_GATES = {"onnx_int8": "fake_quant", "onnx_int8_cpu": "kernel"}
@@ -78,7 +107,8 @@ def _parity_batch(meta, opts: ExportOptions) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((opts.parity_images, 3, *meta.input_size)).astype(np.float32)
 
 
-def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] = print) -> dict:
+def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] = print,
+               finish: Callable[[Path, dict], None] | None = None) -> dict:
     """Export a checkpoint into ``out_dir`` (file names in :data:`FILES`) and return the report
     (also written to ``export_report.json``): per artifact its path, size MB, sha256, parity vs
     PyTorch FP32 (max abs logit error, argmax agreement), the host it was made on and, with
@@ -86,28 +116,103 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     (``int8_check``: INT8 vs FP32 per class, and the fake-quant run that separates scale and
     kernel effects, :mod:`unet_edge.export.accuracy`).
 
+    Every artifact records the checkpoint it comes from (:func:`unet_edge.provenance.source_record`:
+    ``extra.source_checkpoint`` and ``extra.source_checkpoint_sha256``); so does the report.
+
+    The export is transactional (:class:`~unet_edge.transaction.StagedFolder`): everything is made in
+    ``.<out>.staging-<pid>`` beside ``out_dir``, the report is written there last, and the folder
+    then replaces ``out_dir`` in one step, so ``out_dir`` holds either the previous export or the
+    complete new one, even after a ``kill -9``. A failed export leaves ``out_dir`` as it was and
+    keeps the attempt (files and a report with ``status: failed``) in ``<out>.failed/``, named in
+    the error. ``out_dir`` is locked against a second export meanwhile.
+
+    Args:
+        finish: called as ``finish(staging_folder, report)`` once every artifact is made and
+            checked, before the report is written and the folder is put in place: it may write
+            elsewhere (e.g. a Jetson bundle from the staged files) and add keys to ``report``; an
+            exception from it fails the export.
+
     Raises:
-        ArtifactError: bad checkpoint. ExportError: export/quantization failure (``int8`` without
-        ``calib_data`` too). Int8AccuracyError: an INT8 file lost more than ``max_int8_drop`` mIoU
-        points or ``max_int8_class_drop`` points on a class (unless ``allow_int8_drop``); the
-        report is written first. DataError: bad calibration/eval data.
+        ArtifactError: bad checkpoint. ExportError: export/quantization failure.
+        Int8AccuracyError: an INT8 file lost more than ``max_int8_drop`` mIoU points or
+        ``max_int8_class_drop`` points on a class (unless ``allow_int8_drop``); the report is kept
+        in ``<out>.failed/``. DataError: bad calibration/eval data. UsageError: bad options
+        (:meth:`ExportOptions.validate`, checked first); ``out_dir`` is a file, a folder that is
+        not an export's (or holds files an export did not write), or is being written by another
+        export.
     """
-    if opts.int8 and not opts.calib_data:
-        raise ExportError("--int8 needs --calib-data DIR (a dataset or image folder to calibrate on)")
+    opts.validate()
+    out = Path(out_dir)
+    report: dict = {}
+    with StagedFolder(out, marker=FILES["report"], owns=owned_by_export, log=log, what="export") as stage:
+        try:
+            _export_into(stage.path, out, checkpoint, opts, report, log)
+            failed = [c for c in report.get("int8_check", {}).values() if isinstance(c, dict) and c.get("passed") is False]
+            if failed and not opts.allow_int8_drop:
+                raise Int8AccuracyError(" | ".join(c["message"] for c in failed))
+            if finish is not None:
+                finish(stage.path, report)
+        except Exception as e:
+            if any(stage.path.iterdir()):  # keep a report beside what was made, for inspection
+                report.update(status="failed", error=f"{type(e).__name__}: {e}")
+                _write_report(report, stage.path, stage.failed_path)
+            kept = stage.keep_failed()
+            if kept is None or not isinstance(e, UnetEdgeError):
+                if kept is not None:
+                    log(f"  the failed export is kept in {kept}/ ({out} is unchanged)")
+                raise
+            raise _with_note(e, f"{out} is unchanged; the failed export and its report are kept in {kept}/ "
+                                f"({kept / FILES['report']})") from e
+        report["status"] = "ok"
+        final = _write_report(report, stage.path, out)
+        stage.commit()
+    return final
+
+
+def owned_by_export(name: str) -> bool:
+    """True for top-level names an export folder may hold: :data:`FILES`, their ``.json`` sidecars,
+    TensorRT engines built from it (and their sidecars), hidden temporaries."""
+    base = name[:-5] if name.endswith(".json") else name
+    return (name.startswith(".") or name in FILES.values() or base in FILES.values()
+            or Path(base).suffix.lower() in (".engine", ".plan", ".trt"))
+
+
+def _write_report(report: dict, stage: Path, dest: Path) -> dict:
+    """Write ``report`` into ``stage`` with its artifact paths as they will be under ``dest``; returns that copy."""
+    final = json.loads(json.dumps(report))
+    final["export_dir"] = str(dest)
+    for entry in final.get("artifacts", {}).values():
+        if isinstance(entry, dict) and "path" in entry:
+            entry["path"] = str(dest / Path(entry["path"]).name)
+    write_json_atomic(stage / FILES["report"], final)
+    return final
+
+
+def _with_note(e: UnetEdgeError, note: str) -> UnetEdgeError:
+    """``e`` with ``note`` appended to its message (same type, so the same exit code)."""
+    try:
+        return type(e)(f"{e}; {note}")
+    except Exception:  # an error type with another constructor: keep it as it is
+        return e
+
+
+def _export_into(out: Path, final: Path, checkpoint: str | Path, opts: ExportOptions, report: dict, log) -> None:
+    """Make every artifact in ``out`` (the staging folder) and fill ``report`` (paths under ``out``)."""
     host = probe_host()
     threads = resolve_threads(opts.threads)
     torch.set_num_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    source = source_record(checkpoint)
     model, meta, _ = model_from_checkpoint(checkpoint)
-    meta = meta.with_(extra={"source_checkpoint": str(Path(checkpoint).resolve()),
-                             "export_host": {"cpu_model": host.cpu_model, "cpu_class": host.cpu_class,
-                                             "int8_family": host.int8_family}})
+    if sha256(checkpoint) != source[SHA_KEY]:
+        raise ArtifactError(f"{checkpoint} changed while it was being read (is a training still writing it?); "
+                            "export it again once it is finished")
+    meta = meta.with_(extra={**source, "export_host": {"cpu_model": host.cpu_model, "cpu_class": host.cpu_class,
+                                                       "int8_family": host.int8_family}})
     batch = _parity_batch(meta, opts)
     with torch.inference_mode():
         ref = model(torch.from_numpy(batch)).numpy()
 
-    report: dict = {"checkpoint": str(checkpoint), "artifacts": {}, "host": host.to_dict(), "threads": threads}
+    report.update({"checkpoint": str(checkpoint), **source, "artifacts": {}, "host": host.to_dict(), "threads": threads})
     scorer = _Scorer(opts, threads, meta) if opts.eval_data else None
 
     def record(key: str, path: Path, backend) -> None:
@@ -119,8 +224,8 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         log(f"  {key:<12} {path.name:<18} {entry['size_mb']:7.2f} MB  max|dlogit| {p['max_abs_error']:.2e}  "
             f"argmax agreement {p['argmax_agreement'] * 100:.3f}%")
 
-    log(f"exporting {checkpoint} -> {out}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} images, "
-        f"{threads} threads, host {host.cpu_class})")
+    log(f"exporting {checkpoint} -> {final}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} "
+        f"images, {threads} threads, host {host.cpu_class})")
     ts = export_torchscript(model, meta, out / FILES["torchscript"])
     record("torchscript", ts, TorchScriptBackend(load_torchscript(ts), meta))
     fp32 = export_onnx(for_deployment(model), meta, out / FILES["fp32"], dynamic=opts.dynamic)
@@ -129,12 +234,14 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         fp16 = export_fp16(fp32, meta, out / FILES["fp16"])
         record("onnx_fp16", fp16, OrtBackend(str(fp16), read_meta(fp16), threads=threads))
     if opts.int8:
+        cache = out / FILES["calib_cache"]
         int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
-                           opts.data_format, cache_path=out / FILES["calib_cache"], scheme="tensorrt")
+                           opts.data_format, cache_path=cache, scheme="tensorrt")
         int8_meta = read_meta(int8)
         report["qdq"] = int8_meta.extra["quantization"]["qdq"]
         record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=threads))
-        report["artifacts"]["calib_cache"] = {"path": str(out / FILES["calib_cache"])}
+        report["artifacts"]["calib_cache"] = {"path": str(cache), "size_mb": round(cache.stat().st_size / 1e6, 3),
+                                              "sha256": sha256(cache)}
         int8_cpu = _cpu_int8(fp32, meta, out / FILES["int8_cpu"], opts, report, scorer, log)
         cpu_meta = read_meta(int8_cpu)
         record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), cpu_meta, threads=threads))
@@ -144,11 +251,6 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     elif opts.int8:
         report["int8_check"] = {"status": "not run", "reason": "no evaluation data (--no-eval)"}
         log("  warning: INT8 accuracy against FP32 was not checked (no evaluation data)")
-    write_json_atomic(out / FILES["report"], report)
-    failed = [c for c in report.get("int8_check", {}).values() if isinstance(c, dict) and c.get("passed") is False]
-    if failed and not opts.allow_int8_drop:
-        raise Int8AccuracyError(" | ".join(c["message"] for c in failed))
-    return report
 
 
 class _Scorer:

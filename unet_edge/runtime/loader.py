@@ -6,6 +6,7 @@ from pathlib import Path
 from ..artifacts import artifact_kind, model_from_checkpoint, read_meta
 from ..errors import ArtifactError, BackendUnavailableError, UsageError
 from ..host import resolve_threads
+from ..zoo import resolve_artifact
 from .base import Backend, check_device
 
 #: values of ``precision``: the PyTorch autocast choices, plus ``int8`` (an INT8 artifact's own).
@@ -29,15 +30,16 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
     Raises:
         UsageError: an unknown device or precision.
         ArtifactError: unknown or corrupt artifact, or invalid metadata. BackendUnavailableError:
-        device/precision not available for this artifact on this host.
+        device/precision not available for this artifact on this host, or a checkpoint/TorchScript
+        file where PyTorch is not installed (a runtime-only install runs ONNX and engines).
     """
     check_device(device)
     if precision is not None and precision not in PRECISIONS:
         raise UsageError(f"unknown --precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    path = resolve_artifact(path)
     kind = artifact_kind(path)
     if kind in ("checkpoint", "torchscript"):
-        import torch
-
+        torch = _require_torch(path, kind)
         torch.set_num_threads(resolve_threads(threads))
     if kind == "checkpoint":
         from .torch_backend import TorchBackend
@@ -69,3 +71,15 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
     from ..trt.backend import TensorRTBackend
 
     return TensorRTBackend(str(path), meta=meta, device="cuda" if device == "auto" else device)
+
+
+def _require_torch(path, kind: str):
+    """The ``torch`` module, or a clear error on a runtime-only install (no PyTorch)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"{path} is a PyTorch {kind}: running it needs PyTorch, which this install does not have. "
+            "Install it (pip install torch==2.13.0 && pip install 'unet-edge[train]'), or run the model's ONNX export "
+            "(`unet-edge export` on a machine with PyTorch)") from e
+    return torch

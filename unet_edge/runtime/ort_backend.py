@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, HostMismatchWarning
-from ..host import probe_host, resolve_threads
+from ..host import probe_cpu, resolve_threads
 from ..metadata import ModelMeta
 from .base import Backend, check_device
 
@@ -25,9 +25,9 @@ def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
     """Warn (:class:`HostMismatchWarning`) and return the message when a CPU INT8 file made for
     one INT8 kernel family runs on a CPU of another; None when they match or it is no such file."""
     target = int8_target(meta)
-    if target is None:  # (probe_host imports PyTorch for its versions: not for FP32/FP16 files)
+    if target is None:
         return None
-    host = host or probe_host()
+    host = host or probe_cpu()
     if target == host.int8_family:
         return None
     msg = (f"{path} was quantized for {target} CPUs but this host is {host.cpu_class} ({host.int8_family} int8 "

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from ..artifacts import read_meta
 from ..errors import ArtifactError, BackendUnavailableError, ExportError
-from ..io_utils import atomic_path, sha256
-from ..metadata import ModelMeta
+from ..io_utils import atomic_path, sha256, write_json_atomic
+from ..metadata import ModelMeta, sidecar_path
+from ..provenance import check_consistent, folder_artifacts
 from .dtypes import dtype_name
 from .sidecar import make_sidecar, write_sidecar
 from .version import TrtVersion, import_tensorrt, installed_version, is_strongly_typed_only, only_trt
@@ -211,6 +212,24 @@ def build_command(source: str | Path, engine_path: str | Path, options: BuildOpt
     return shlex.join(args)
 
 
+def check_build_sources(source: str | Path, onnx_path: Path, options: BuildOptions) -> str | None:
+    """Refuse to build from artifacts of different checkpoints (:func:`unet_edge.provenance.check_consistent`):
+    an export folder is checked as a whole; a single ONNX together with the calibration cache an
+    implicit INT8 build would read. Needs no TensorRT. Returns the common source sha256 (or None).
+
+    Raises:
+        ArtifactError: mixed sources, naming every file and its checkpoint.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return check_consistent(folder_artifacts(source), where=source)
+    files = [onnx_path]
+    cache = Path(options.calib_cache) if options.calib_cache else onnx_path.parent / CALIB_CACHE_NAME
+    if options.mode == "implicit" and options.precision == "int8" and cache.is_file():
+        files.append(cache)
+    return check_consistent(files)
+
+
 # --- TensorRT steps (each takes the tensorrt module first; see tests/test_trt_api.py) -------------
 
 def _create_network(trt, builder, strongly_typed: bool):
@@ -358,9 +377,15 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     Returns:
         ``engine_path``.
 
+    The engine's sidecar carries the ONNX's metadata, so its provenance too
+    (``extra.source_checkpoint_sha256``); a calibration cache TensorRT writes gets a ``<cache>.json``
+    sidecar with it.
+
     Raises:
         BackendUnavailableError: TensorRT (or, for implicit INT8, pycuda) missing; an option this
-            TensorRT version cannot do. ArtifactError: missing/mismatched ONNX. ExportError: the parser
+            TensorRT version cannot do. ArtifactError: missing/mismatched ONNX; an export folder (or
+            ONNX + calibration cache) whose artifacts come from different checkpoints, checked
+            before TensorRT is needed (:func:`check_build_sources`). ExportError: the parser
             or the builder failed (TensorRT's messages included). DataError: bad calibration data.
     """
     options = options or BuildOptions()
@@ -369,6 +394,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     onnx_path = resolve_onnx(onnx_path, options)
     meta = read_meta(onnx_path)
     check_onnx_precision(meta, options, onnx_path)
+    check_build_sources(source, onnx_path, options)
     trt = import_tensorrt()
     version = installed_version(trt)
     options.validate(version.major)
@@ -424,6 +450,9 @@ def _build_calibrated(trt, builder, network, config, options, meta, io, profiles
                 raise ExportError(f"INT8 calibration failed: {calibrator.error}") from calibrator.error
     finally:
         ctx.detach()
+    if not reused and cache_path.is_file():  # TensorRT wrote it: record its provenance as the export does
+        write_json_atomic(sidecar_path(cache_path), meta.with_(
+            precision="int8", extra={"calibration_cache": {"onnx": onnx_path.name, "written_by": "tensorrt"}}).to_dict())
     calibration = {"cache": str(cache_path), "reused_cache": reused, "images": len(paths),
                    "batch_size": shape[0], "data": str(calib_data) if calib_data else None,
                    "sha256": sha256(cache_path) if cache_path.is_file() else None}

@@ -1,8 +1,10 @@
 """``unet-edge build``: TensorRT engines and Jetson bundles from an export folder or an ONNX file.
 
 The root ``cli.py`` calls :func:`register` (passing its ``handle_errors`` as ``wrap`` so library
-errors become exit codes) and :func:`jetson_bundle` from ``export --jetson``. Library errors are
-raised as :class:`~unet_edge.errors.UnetEdgeError` subclasses, never printed here.
+errors become exit codes); ``export --jetson`` goes through :func:`unet_edge.trt.jetson.export_step`.
+Library errors are raised as :class:`~unet_edge.errors.UnetEdgeError` subclasses, never printed here.
+An export folder given as SOURCE is checked to hold artifacts of one checkpoint before anything is
+built (:func:`unet_edge.provenance.check_consistent`).
 """
 from __future__ import annotations
 
@@ -36,13 +38,15 @@ def make_options(precision: str = "fp16", mode: str = "explicit", workspace_mib:
 
 def jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
                   default_precision: str = "fp16") -> Path:
-    """Write the Jetson bundle for ``export_dir`` into ``out_dir`` (for ``export --jetson``).
+    """Write the Jetson bundle for ``export_dir`` into ``out_dir`` (for ``build --jetson``).
 
-    See :func:`unet_edge.trt.jetson.write_jetson_bundle`. Needs no TensorRT on this host.
+    See :func:`unet_edge.trt.jetson.write_jetson_bundle` (which refuses an export folder of mixed
+    checkpoints). Needs no TensorRT on this host.
     """
     from .jetson import write_jetson_bundle
 
-    return write_jetson_bundle(export_dir, out_dir, options=options, default_precision=default_precision)
+    return write_jetson_bundle(export_dir, out_dir, options=options, default_precision=default_precision,
+                               log=typer.echo)
 
 
 def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:

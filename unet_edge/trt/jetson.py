@@ -10,6 +10,11 @@ bindings), and builds ``model_<precision>.engine`` with ``unet-edge build`` when
 TensorRT Python bindings are installed, otherwise with the trtexec line for that TensorRT major
 (:func:`unet_edge.trt.trtexec.trtexec_commands`), then writes the engine's sidecar.
 
+The export folder must hold artifacts of one checkpoint (:func:`unet_edge.provenance.check_consistent`);
+``metadata.json`` records it. The bundle is built beside ``out_dir`` and replaces it as a whole
+(:class:`unet_edge.transaction.StagedFolder`), so no file of an older bundle stays behind.
+``export --jetson`` writes it through :func:`export_step` before the export report is written.
+
 Target: JetPack 6.1/6.2 (TensorRT 10.3); JetPack with TensorRT 11 uses the explicit recipes.
 """
 from __future__ import annotations
@@ -21,13 +26,18 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import ArtifactError, ExportError
+from typing import Callable
+
+from ..errors import ArtifactError, BackendUnavailableError, ExportError, UsageError
 from ..io_utils import atomic_path, sha256, write_json_atomic, write_text_atomic
 from ..metadata import ModelMeta, sidecar_path
+from ..provenance import NAME_KEY, SHA_KEY, check_consistent, folder_artifacts
+from ..transaction import StagedFolder
 from .builder import CALIB_CACHE_NAME, ONNX_NAMES, BuildOptions
 from .trtexec import trtexec_commands
 
 SCRIPT_NAME = "build_engine.sh"
+BUNDLE_MARKER = "metadata.json"
 SIDECAR_DIR = "engine_sidecars"
 #: Placeholders of the engine-sidecar templates, filled by build_engine.sh with sed.
 PLACEHOLDERS = ("@TRT_VERSION@", "@GPU_NAME@", "@GPU_CC@", "@MODE@", "@STRONGLY_TYPED@")
@@ -262,30 +272,34 @@ For stable timings: `sudo nvpmodel -m 0 && sudo jetson_clocks`.
 
 
 def write_jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
-                        default_precision: str = "fp16") -> Path:
+                        default_precision: str = "fp16", log: Callable[[str], None] = print) -> Path:
     """Write a self-contained Jetson bundle (see module docstring).
 
     Args:
         export_dir: output folder of ``unet-edge export`` (``model_fp32.onnx`` required).
-        out_dir: bundle folder (created; files in it are replaced atomically). Must differ from
-            ``export_dir``.
+        out_dir: bundle folder. Built beside it and put in place in one step (a previous bundle
+            there is replaced as a whole, :class:`~unet_edge.transaction.StagedFolder`). Must differ
+            from ``export_dir``.
         options: build options baked into the recipes (workspace MiB, shapes, opt level, version
             compatibility); ``precision``/``mode`` are chosen when running ``build_engine.sh``;
             ``dla_core``, ``timing_cache`` and ``calib_cache`` are dropped (DLA engines are built on
             the device with ``unet-edge build --dla-core``; host cache paths mean nothing there).
         default_precision: precision ``build_engine.sh`` builds without arguments.
+        log: receives progress lines (stale staging folders removed).
+
+    ``metadata.json`` records the checkpoint the artifacts come from (``bundle.source_checkpoint``,
+    ``bundle.source_checkpoint_sha256``; None for an export older than provenance records).
 
     Returns:
         ``out_dir``.
 
     Raises:
-        ArtifactError: ``model_fp32.onnx`` (or a sidecar) is missing; a calibration cache is malformed.
+        ArtifactError: ``model_fp32.onnx`` (or a sidecar) is missing; a calibration cache is malformed;
+            the export folder's artifacts come from different checkpoints
+            (:func:`unet_edge.provenance.check_consistent`, naming them).
         ExportError: ``out_dir`` is ``export_dir``; the default precision has no ONNX.
+        UsageError: ``out_dir`` exists and is not a bundle folder, or holds files a bundle does not.
     """
-    from calibration.cache import read_calibration_cache
-
-    from ..artifacts import read_meta
-
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     # DLA engines are built on the target with `unet-edge build --dla-core`; host paths (timing and
     # calibration caches) mean nothing on the device
@@ -298,7 +312,28 @@ def write_jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: Bu
     precisions = [p for p in ("fp32", "fp16", "int8") if (export_dir / ONNX_NAMES[p]).is_file()]
     if default_precision not in precisions:
         raise ExportError(f"default precision {default_precision} has no {ONNX_NAMES[default_precision]} in {export_dir}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    source = check_consistent(folder_artifacts(export_dir), where=export_dir)
+    with StagedFolder(out_dir, marker=BUNDLE_MARKER, owns=owned_by_bundle, log=log, what="Jetson bundle") as stage:
+        _write_bundle(export_dir, stage.path, precisions, options, default_precision, source)
+        stage.commit()
+    return out_dir
+
+
+def owned_by_bundle(name: str) -> bool:
+    """True for top-level names a Jetson bundle folder may hold (what :func:`write_jetson_bundle`
+    writes, the engines ``build_engine.sh`` builds there and their sidecars, hidden temporaries)."""
+    base = name.split(".json")[0] if ".json" in name else name
+    return (name.startswith(".") or name in (BUNDLE_MARKER, "README.md", SCRIPT_NAME, SIDECAR_DIR)
+            or base in (*ONNX_NAMES.values(), CALIB_CACHE_NAME) or Path(base).suffix.lower() in (".engine", ".plan", ".trt"))
+
+
+def _write_bundle(export_dir: Path, out_dir: Path, precisions: list[str], options: BuildOptions,
+                  default_precision: str, source: str | None) -> None:
+    """Write the bundle's files into ``out_dir`` (the staging folder of :func:`write_jetson_bundle`)."""
+    from calibration.cache import read_calibration_cache
+
+    from ..artifacts import read_meta
+
     files, metas = {}, {}
     for p in precisions:
         src = export_dir / ONNX_NAMES[p]
@@ -314,6 +349,8 @@ def write_jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: Bu
         read_calibration_cache(export_dir / CALIB_CACHE_NAME)  # refuse a malformed cache early
         _copy(export_dir / CALIB_CACHE_NAME, out_dir / CALIB_CACHE_NAME)
         files[CALIB_CACHE_NAME] = sha256(out_dir / CALIB_CACHE_NAME)
+        if sidecar_path(export_dir / CALIB_CACHE_NAME).is_file():
+            _copy(sidecar_path(export_dir / CALIB_CACHE_NAME), sidecar_path(out_dir / CALIB_CACHE_NAME))
     meta = metas["fp32"]
     io, dynamic = _onnx_io(out_dir / ONNX_NAMES["fp32"], meta)
     profiles = {}
@@ -339,6 +376,52 @@ def write_jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: Bu
             "build_options": options.to_dict(),
             "trtexec": recipes,
             "files": files,
+            SHA_KEY: source,
+            NAME_KEY: meta.extra.get(NAME_KEY) if source else None,
         },
     })
-    return out_dir
+
+
+def export_step(jetson_dir: str | Path, export_dir: str | Path, precision: str,
+                log: Callable[[str], None] = print) -> Callable[[Path, dict], None]:
+    """The ``finish`` step of ``export --jetson`` for :func:`unet_edge.export.pipeline.export_all`:
+    writes the Jetson bundle from the staged export and, where TensorRT is installed, builds
+    ``model_<precision>.engine`` into the bundle; records ``jetson_bundle`` and ``engine`` (None
+    without TensorRT) in the report before it is written, so ``export_report.json`` is the final one.
+
+    Args:
+        jetson_dir: the bundle folder; must lie outside ``export_dir`` (and not contain it), since
+            each is replaced as a whole.
+        export_dir: the export's ``--out``.
+        precision: the bundle's default precision and the engine's.
+
+    Raises:
+        UsageError: ``jetson_dir`` is inside ``export_dir`` or contains it (raised here, before
+            the export starts). ExportError: a bad precision.
+    """
+    jetson_dir, export_dir = Path(jetson_dir), Path(export_dir)
+    j, e = jetson_dir.resolve(), export_dir.resolve()
+    if j == e or e in j.parents or j in e.parents:
+        raise UsageError(f"--jetson {jetson_dir} and --out {export_dir} must be separate folders, neither inside the "
+                         "other: each is replaced as a whole when written again")
+    options = BuildOptions(precision=precision).validate()
+
+    def step(stage: Path, report: dict) -> None:
+        bundle = write_jetson_bundle(stage, jetson_dir, options=options, default_precision=precision, log=log)
+        report["jetson_bundle"] = str(bundle)
+        log(f"Jetson bundle: {bundle} (copy it to the target and run {SCRIPT_NAME})")
+        from .version import import_tensorrt
+
+        try:
+            import_tensorrt()
+        except BackendUnavailableError:
+            report["engine"] = None
+            log(f"TensorRT is not installed here: the engine is built on the target by {SCRIPT_NAME}")
+            return
+        from .builder import build_engine
+
+        engine = build_engine(bundle, bundle / f"model_{precision}.engine", options)
+        report["engine"] = str(engine)
+        log(f"TensorRT found: built {engine} on this host")
+
+    return step
