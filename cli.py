@@ -42,6 +42,45 @@ def _size(text: str, what: str) -> tuple[int, int]:
         raise typer.BadParameter(f"{what} must look like HxW, e.g. 360x480; got {text!r}")
 
 
+def _out_folder(path: Path, what: str) -> Path:
+    """An output folder given by the user: created when missing.
+
+    Raises:
+        UsageError: ``path`` is a file, lies under a file, or cannot be created (permission denied).
+    """
+    from unet_edge.errors import UsageError
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder; give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{what} {path}: cannot create this folder ({e.strerror or e}); give a writable folder") from e
+    return path
+
+
+def _out_file(path: Path, what: str) -> Path:
+    """An output file given by the user; its folder is created when missing.
+
+    Raises:
+        UsageError: ``path`` is a directory, or its folder is a file or cannot be created.
+    """
+    from unet_edge.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory; give a file path, e.g. {path / 'out.mp4'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{what} {path} lies under {parent}, which is a file; give a path in a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{what} {path}: cannot create its folder ({e.strerror or e}); give a writable path") from e
+    return path
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """unet-edge warnings as one yellow ``warning:`` line; others as Python prints them."""
     if issubclass(category, UnetEdgeWarning):
@@ -54,7 +93,11 @@ _default_showwarning = warnings.showwarning
 
 
 def handle_errors(fn):
-    """Turn library errors into a clear message and the error's exit code; print library warnings."""
+    """Turn library errors into a clear message and the error's exit code; print library warnings.
+
+    Only :class:`UnetEdgeError` (its ``exit_code``) and KeyboardInterrupt (130) are caught: the library
+    turns predictable failures on user input into typed errors, and anything else is a bug whose
+    traceback should be seen."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -62,7 +105,12 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UnetEdgeError as e:
-            console.print(f"[bold red]error:[/] {escape(str(e))}")
+            # one ``error:`` line for scripts to grep; details that other libraries put on more lines follow indented
+            first, *rest = str(e).strip().splitlines() or [type(e).__name__]
+            console.print(f"[bold red]error:[/] {escape(first)}")
+            for line in rest:
+                if line.strip():
+                    console.print(f"  {escape(line.rstrip())}")
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
@@ -98,12 +146,16 @@ def train(
         "auto", help="auto, fp32, bf16 or fp16 (CUDA). auto: bf16 autocast where the CPU computes bf16 natively "
         "(AVX512_BF16/AMX-BF16, Arm BF16) or on CUDA >= 8.0, fp16 AMP with loss scaling on CUDA 7.x, else FP32; "
         "never an emulated precision (bf16 on an AVX2-only CPU is 4-5x slower)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     threads: int = typer.Option(0, help="torch CPU threads (0: the physical cores)."),
     seed: int = typer.Option(0),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images of each split."),
     val_every: int = typer.Option(1, min=1, help="Validate every N epochs."),
-    resume: bool = typer.Option(False, help="Continue from OUT/last.pt."),
+    resume: bool = typer.Option(False, help="Continue the run in OUT from its last.pt (same options; the rest of the "
+                                "run is the one an uninterrupted run would have trained)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a run already in OUT (its best.pt, last.pt, "
+                                  "log.csv, ... are deleted once the new run is set up). Without it, or --resume, "
+                                  "a folder holding a run is refused."),
 ):
     """Train a U-Net; validation mIoU each epoch, best/last checkpoints with the model metadata."""
     from unet_edge.train import TrainConfig, parse_time_budget, train as run_train
@@ -113,7 +165,7 @@ def train(
         batch_size=batch_size, crop=_size(crop, "--crop"), input_size=_size(input_size, "--input-size") if input_size else None,
         lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, class_weights=class_weights,
         dice_weight=dice_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
-        val_every=val_every, resume=resume, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
+        val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
     )
     summary = run_train(cfg, log=log)
     log(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} of {summary['epochs']} "
@@ -142,6 +194,9 @@ def synth(
     hw = _size(size, "--size")
     if frames and video is None:
         raise typer.BadParameter("--frames needs --video FILE.mp4")
+    _out_folder(out, "output folder")
+    if video is not None:
+        _out_file(video, "--video")
     root = generate_dataset(out, n_train=train_images, n_val=val_images, size=hw, seed=seed)
     log(f"dataset: {root} ({train_images} train / {val_images} val, {hw[0]}x{hw[1]})")
     if frames:
@@ -185,14 +240,17 @@ def eval_(
         t.add_row(name, "-" if iou is None else f"{iou:.4f}", "-" if d is None else f"{d:.4f}")
     t.add_row("[bold]mean", f"[bold]{m['miou']:.4f}", f"[bold]{m['dice']:.4f}")
     Console().print(t)
-    Console().print(f"pixel accuracy {m['pixel_accuracy']:.4f}")
+    Console().print(f"pixel accuracy {m['pixel_accuracy']:.4f} over {m['pixels']} labelled pixels "
+                    f"({m['ignored_pixels']} void pixels excluded)")
 
 
 @app.command()
 @handle_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (best.pt / last.pt)."),
-    out: Path = typer.Option(..., help="Export folder: model.ts, model_fp32.onnx [, model_fp16.onnx, model_int8.onnx, calib.cache]."),
+    out: Path = typer.Option(..., help="Export folder: model.ts, model_fp32.onnx [, model_fp16.onnx, model_int8.onnx, calib.cache]. "
+                                         "Built beside it and swapped in whole; a failed export leaves it unchanged "
+                                         "and is kept in OUT.failed/."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 ONNX (FP32 I/O)."),
     int8: bool = typer.Option(False, "--int8", help="Also write an INT8 Q/DQ ONNX and a TensorRT calibration cache."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a dataset (train split) or image folder."),
@@ -232,26 +290,13 @@ def export(
         allow_int8_drop=allow_int8_drop,
         max_int8_drop=max_int8_drop, max_int8_class_drop=max_int8_class_drop, progress=not as_json,
     )
-    report = export_all(checkpoint, out, opts, log=log)
+    finish = None
     if jetson:
-        from unet_edge.errors import BackendUnavailableError
-        from unet_edge.trt.cli import jetson_bundle, make_options
-        from unet_edge.trt.version import import_tensorrt
+        from unet_edge.trt.jetson import export_step
 
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-        bundle = jetson_bundle(out, jetson, options=make_options(precision=precision), default_precision=precision)
-        report["jetson_bundle"] = str(bundle)
-        log(f"Jetson bundle: {bundle} (copy it to the target and run build_engine.sh)")
-        try:
-            import_tensorrt()
-        except BackendUnavailableError:
-            log("TensorRT is not installed here: the engine is built on the target by build_engine.sh")
-        else:
-            from unet_edge.trt.builder import build_engine
-
-            engine = build_engine(out, bundle / f"model_{precision}.engine", make_options(precision=precision))
-            report["engine"] = str(engine)
-            log(f"TensorRT found: built {engine} on this host")
+        finish = export_step(jetson, out, precision, log=log)  # bundle (+ engine) recorded in the report on disk
+    report = export_all(checkpoint, out, opts, log=log, finish=finish)
     if as_json:
         _print_json(report)
     else:
@@ -273,30 +318,50 @@ def run(
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the stream statistics as JSON."),
 ):
-    """Segment a video, image folder, camera or GStreamer pipeline; overlay video and per-stage timing."""
+    """Segment a video, image folder, camera or GStreamer pipeline; overlay video and per-stage timing.
+
+    Ctrl-C (SIGINT, once or repeatedly) exits 130 and SIGTERM 143 (128 + the signal), after --out was
+    finalised with the frames processed; a failure leaves an existing --out untouched.
+    """
+    import signal
+
     from unet_edge.runtime.loader import load_backend
-    from unet_edge.runtime.stream import StreamInterrupted, stream
+    from unet_edge.runtime.stream import StreamInterrupted, check_output, stream
 
     if (source is None) == (camera is None):
         raise typer.BadParameter("give exactly one of --source PATH|PIPELINE or --camera N")
     if out is None and not show:
         raise typer.BadParameter("nothing to do: give --out FILE and/or --show")
+    if out is not None:
+        out = check_output(out)  # before the backend loads: a bad --out costs no model load, no frame
     with load_backend(artifact, device=device, precision=precision, threads=threads) as backend:
         try:
             stats = stream(backend, source if camera is None else camera, out=out, show=show, alpha=alpha,
                            max_frames=max_frames, progress=not as_json)
         except StreamInterrupted as e:
-            console.print(f"[yellow]interrupted after {e.stats.frames} frames; {escape(str(out))} holds them[/]")
-            raise typer.Exit(130)
+            # exiting now: a late second Ctrl-C must not turn a clean exit into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if e.stats.drop_message():
+                console.print(f"[yellow]warning:[/] {escape(e.stats.drop_message())}")
+            if as_json:
+                _print_json(e.stats.to_dict())
+            held = f"{e.stats.out} holds them" if e.stats.out else "no video was written"
+            console.print(f"[yellow]{e.signal}: stopped after {e.stats.frames} frames; {escape(held)}[/]")
+            raise typer.Exit(e.exit_code)
+    if stats.drop_message():
+        console.print(f"[yellow]warning:[/] {escape(stats.drop_message())}")
     if as_json:
         _print_json(stats.to_dict())
         return
-    log(f"{stats.frames} frames in {stats.wall_s:.1f} s: {stats.fps:.1f} FPS end to end, "
-                  f"{stats.infer_fps:.1f} FPS inference only ({backend.label})")
+    log(f"{stats.frames} frames written of {stats.frames_read} read ({stats.frames_decoded} decoded, "
+        f"{stats.dropped.total} dropped) in {stats.wall_s:.1f} s: {stats.fps:.1f} FPS end to end, "
+        f"{stats.infer_fps:.1f} FPS inference only ({backend.label})")
     for stage, s in stats.summary().items():
-        log(f"  {stage:<12} mean {s['mean_ms']:7.2f} ms  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}")
-    if out:
-        log(f"overlay video: {out}")
+        log(f"  {stage:<12} mean {s['mean_ms']:7.2f} ms  p50 {s['p50_ms']:7.2f}  p90 {s['p90_ms']:7.2f}  "
+            f"p99 {s['p99_ms']:7.2f}")
+    if stats.out:
+        log(f"overlay video: {stats.out}")
 
 
 @app.command()
@@ -310,7 +375,12 @@ def frames2video(
     """Make a video from an image sequence (sorted by name), e.g. a CamVid sequence, to feed `run`."""
     from unet_edge.runtime.video import frames_to_video, sequence_frames
 
+    from unet_edge.errors import SourceError
+
+    _out_file(out, "--out")
     frames = sequence_frames(folder, pattern)
+    if not frames:
+        raise SourceError(f"no images in {folder} match --pattern {pattern!r}; give a folder of .png/.jpg frames")
     frames_to_video(frames, out, fps)
     log(f"{out}: {len(frames)} frames at {fps:g} FPS")
 
@@ -351,6 +421,7 @@ def bench(
 ):
     """Latency p50/p90/p99, FPS, memory, size, mIoU and agreement per backend x precision, speedup vs PyTorch FP32,
     end-to-end streaming stages; Markdown + JSON + CSV + PNG report. --compare: compare reports of two hosts/runs."""
+    _out_folder(report, "--report")
     if compare:
         from benchmarks.compare import run_compare
 
@@ -364,6 +435,8 @@ def bench(
         raise typer.BadParameter(f"--device must be cpu, cuda or auto; got {device!r}")
     if memory not in ("subprocess", "inprocess", "off"):
         raise typer.BadParameter(f"--memory must be subprocess, inprocess or off; got {memory!r}")
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"--split must be train, val or test; got {split!r}")
     opts = BenchOptions(data=str(data) if data else None, split=split, data_format=data_format,
                         video=str(video) if video else None,
                         input_size=_size(input_size, "--input-size") if input_size else None, warmup=warmup,

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
 from unet_edge.train import (TrainConfig, enet_class_weights, parse_time_budget, plan_epochs, segmentation_loss,
                              train)
+
+from conftest import write_folder_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -30,25 +33,211 @@ def test_checkpoint_carries_metadata(tiny_run, folder_dataset):
     assert meta["dataset"]["format"] == "folder" and meta["train_command"] == "pytest"
     assert "val_metrics" in meta["extra"]
     last = load_checkpoint(tiny_run["last"])
-    assert last["epoch"] == 2 and {"optimizer", "scheduler", "history", "torch_rng"} <= set(last)
+    assert last["epoch"] == 2 and {"optimizer", "scheduler", "history", "rng"} <= set(last)
     rows = list(csv.DictReader(open(tiny_run["out"] / "log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["val_miou"] for r in rows)
     assert (tiny_run["out"] / "curves.png").stat().st_size > 1000
 
 
-def test_resume_continues_and_matches_uninterrupted_run(folder_dataset, tmp_path):
-    common = dict(data=str(folder_dataset), preset="tiny", batch_size=4, crop=(48, 64), progress=False, limit=6)
-    full = train(TrainConfig(out=str(tmp_path / "full"), epochs=2, **common), log=lambda *a: None)
-    train(TrainConfig(out=str(tmp_path / "part"), epochs=1, **common), log=lambda *a: None)
-    # a run killed after epoch 1 resumes from last.pt (same schedule length: 2 epochs)
-    ck = load_checkpoint(tmp_path / "part" / "last.pt")
-    assert ck["epoch"] == 1
-    resumed = train(TrainConfig(out=str(tmp_path / "part"), epochs=2, resume=True, **common), log=lambda *a: None)
-    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
-    assert resumed["best_epoch"] >= 1 and len(load_checkpoint(tmp_path / "part" / "last.pt")["history"]) == 2
-    assert full["best_miou"] >= 0
-    with pytest.raises(ArtifactError, match="resume"):
-        train(TrainConfig(out=str(tmp_path / "none"), epochs=1, resume=True, **common), log=lambda *a: None)
+def test_checkpoints_load_with_weights_only(tiny_run):
+    for path in (tiny_run["best"], tiny_run["last"]):
+        ck = torch.load(path, map_location="cpu", weights_only=True)  # raises on numpy or other Python objects
+        assert ck["epoch"] in (1, 2) and set(ck["model"]) == set(load_checkpoint(tiny_run["last"])["model"])
+    last = torch.load(tiny_run["last"], map_location="cpu", weights_only=True)
+    assert set(last["rng"]) == {"torch", "numpy", "python"} and isinstance(last["rng"]["torch"], torch.Tensor)
+    assert last["rng"]["numpy"][0] == "MT19937" and len(last["rng"]["numpy"][1]) == 624
+    assert all(type(r["train_loss"]) is float and type(r["val_miou"]) is float for r in last["history"])
+    assert type(last["best"]["miou"]) is float and type(last["elapsed_s"]) is float
+
+
+def test_rng_state_round_trips_through_weights_only_save(tmp_path):
+    import random
+
+    state = train_mod.rng_state()
+    torch.save(state, tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    train_mod.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_epoch(monkeypatch, epoch):
+    """Make train() die right after epoch ``epoch`` is saved, as a SIGKILL between epochs would."""
+    real = train_mod._save_checkpoints
+
+    def save(s, st, res):
+        real(s, st, res)
+        if res.epoch == epoch:
+            raise Killed
+
+    monkeypatch.setattr(train_mod, "_save_checkpoints", save)
+
+
+def _small(out, **kw):
+    return TrainConfig(**{**dict(data=kw.pop("data"), out=str(out), preset="tiny", epochs=3, batch_size=4,
+                                 crop=(40, 56), lr=5e-3, limit=6, threads=1, device="cpu", progress=False,
+                                 command="pytest"), **kw})
+
+
+@pytest.fixture(scope="module")
+def killed_run(folder_dataset, tmp_path_factory):
+    """A 3-epoch run killed after epoch 1 (module-scoped; tests copy it) and the uninterrupted run."""
+    root = tmp_path_factory.mktemp("killed")
+    full = train(_small(root / "full", data=str(folder_dataset)), log=lambda *a: None)
+    mp = pytest.MonkeyPatch()
+    _kill_after_epoch(mp, 1)
+    try:
+        with pytest.raises(Killed):
+            train(_small(root / "part", data=str(folder_dataset)), log=lambda *a: None)
+    finally:
+        mp.undo()
+    return {"full": root / "full", "part": root / "part", "summary": full}
+
+
+@pytest.fixture
+def part_run(killed_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(killed_run["part"], tmp_path / "part"))
+
+
+def test_resume_matches_the_uninterrupted_run(killed_run, part_run, folder_dataset):
+    assert load_checkpoint(part_run / "last.pt")["epoch"] == 1 and not (part_run / "summary.json").exists()
+    assert not (part_run / ".lock").exists()  # released when train() raised
+    lines = []
+    resumed = train(_small(part_run, data=str(folder_dataset), resume=True), log=lines.append)
+    assert any("resumed from" in line and "at epoch 1" in line for line in lines)
+    full, part = _rows(killed_run["full"]), _rows(part_run)
+    assert [r["epoch"] for r in part] == ["1", "2", "3"]
+    for a, b in zip(full, part):
+        for key in ("train_loss", "lr", "val_miou", "val_pixel_accuracy"):
+            assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6), (a["epoch"], key)
+    losses = [float(r["train_loss"]) for r in full]
+    assert len(set(losses)) == 3  # the epochs differ, so equal losses are not a coincidence of constants
+    wa = load_checkpoint(killed_run["full"] / "last.pt")["model"]
+    wb = load_checkpoint(part_run / "last.pt")["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+    assert resumed["best_miou"] == pytest.approx(killed_run["summary"]["best_miou"], abs=1e-6)
+    assert resumed["best_epoch"] == killed_run["summary"]["best_epoch"]
+
+
+def test_resume_refuses_changed_options_naming_old_and_new(part_run, folder_dataset, tmp_path):
+    before = (part_run / "last.pt").read_bytes()
+    with pytest.raises(UsageError) as e:
+        train(_small(part_run, data=str(folder_dataset), resume=True, lr=1e-2, epochs=5, crop=(32, 32)),
+              log=lambda *a: None)
+    msg = str(e.value)
+    assert "--lr 0.005 (now 0.01)" in msg and "--epochs 3 (now 5)" in msg and "--crop 40x56 (now 32x32)" in msg
+    assert "--batch-size" not in msg and e.value.exit_code == 2
+    other = write_folder_dataset(tmp_path / "other", n=8)
+    with pytest.raises(UsageError, match=r"--data .* \(now .*other\)"):
+        train(_small(part_run, data=str(other), resume=True), log=lambda *a: None)
+    assert (part_run / "last.pt").read_bytes() == before and not (part_run / ".lock").exists()
+
+
+def test_a_fresh_run_never_overwrites_a_run_folder(part_run, folder_dataset):
+    before = {n: (part_run / n).read_bytes() for n in ("best.pt", "last.pt", "log.csv")}
+    with pytest.raises(UsageError) as e:
+        train(_small(part_run, data=str(folder_dataset)), log=lambda *a: None)
+    msg = str(e.value)
+    assert str(part_run) in msg and "--resume" in msg and "--exist-ok" in msg and "--out" in msg
+    assert {n: (part_run / n).read_bytes() for n in before} == before
+    # --exist-ok replaces the run: the old files go first, so none of them outlives the new run
+    (part_run / ".last.pt.x1y2.tmp.pt").write_bytes(b"half a checkpoint")  # left by a killed run
+    (part_run / ".notes.tmp").write_text("not ours")
+    lines = []
+    s = train(_small(part_run, data=str(folder_dataset), epochs=1, exist_ok=True), log=lines.append)
+    assert any("--exist-ok: deleted the earlier run's best.pt, last.pt, log.csv, curves.png" in line for line in lines)
+    assert any("removed 1 temporary file" in line and ".last.pt.x1y2.tmp.pt" in line for line in lines)
+    assert [r["epoch"] for r in _rows(part_run)] == ["1"] and s["epochs"] == 1
+    assert sorted(p.name for p in part_run.iterdir()) == [".notes.tmp", "best.pt", "curves.png", "last.pt",
+                                                           "log.csv", "summary.json"]
+
+
+def test_resume_keeps_a_better_best_pt_written_before_the_kill(part_run, folder_dataset):
+    # killed after writing best.pt of an epoch and before its last.pt: best.pt is ahead of last.pt
+    ck = torch.load(part_run / "best.pt", weights_only=True)
+    ck["meta"]["extra"]["val_metrics"]["miou"] = 0.99
+    ck["meta"]["extra"]["epoch"] = 2
+    torch.save(ck, part_run / "best.pt")
+    before = (part_run / "best.pt").read_bytes()
+    s = train(_small(part_run, data=str(folder_dataset), resume=True), log=lambda *a: None)
+    assert s["best_miou"] == 0.99 and s["best_epoch"] == 2
+    assert (part_run / "best.pt").read_bytes() == before  # no epoch beat it, so it was not replaced
+
+
+def test_resume_without_last_pt_is_an_artifact_error(folder_dataset, tmp_path):
+    with pytest.raises(ArtifactError, match=r"--resume: no .*last\.pt to resume from"):
+        train(_small(tmp_path / "none", data=str(folder_dataset), resume=True), log=lambda *a: None)
+
+
+def test_a_locked_run_folder_keeps_a_second_trainer_out(part_run, folder_dataset):
+    import os
+
+    from unet_edge.locks import FolderLock
+
+    with FolderLock(part_run, "training run"):
+        with pytest.raises(UsageError, match=rf"in use by pid {os.getpid()} on "):
+            train(_small(part_run, data=str(folder_dataset), resume=True), log=lambda *a: None)
+        assert (part_run / ".lock").exists()  # the refused trainer left the lock of its owner alone
+    assert not (part_run / ".lock").exists()
+
+
+def test_augmentation_is_reproducible_and_its_draws_independent():
+    import albumentations as A
+
+    from unet_edge.data.augment import reseed, train_transform
+
+    img = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    mask = np.zeros((40, 48), np.uint8)
+    t = train_transform((32, 32), 255, seed=7)
+    first = [t(image=img, mask=mask)["image"] for _ in range(3)]
+    reseed(t, 7)
+    assert all(np.array_equal(a, t(image=img, mask=mask)["image"]) for a in first)
+    reseed(t, 8)
+    assert not np.array_equal(first[0], t(image=img, mask=mask)["image"])
+    # one shared stream: two p=0.5 transforms fire independently (A.Compose(seed=) makes them fire together)
+    two = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], save_applied_params=True)
+    reseed(two, 3)
+    fired = [len(two(image=img)["applied_transforms"]) for _ in range(200)]
+    assert 25 < fired.count(2) < 75 and 25 < fired.count(0) < 75
+
+
+@pytest.mark.parametrize("option, value, flag", [
+    ("lr", 0.0, "--lr"), ("lr", -1e-3, "--lr"), ("lr", float("nan"), "--lr"), ("weight_decay", -1e-4, "--weight-decay"),
+    ("dropout", 1.0, "--dropout"), ("dropout", -0.1, "--dropout"), ("limit", 0, "--limit"),
+    ("batch_size", 0, "--batch-size"), ("warmup_epochs", -1.0, "--warmup-epochs"), ("epochs", 0, "--epochs"),
+    ("val_every", 0, "--val-every"), ("seed", -1, "--seed"), ("threads", -2, "--threads"),
+    ("dice_weight", -0.5, "--dice-weight"), ("crop", (0, 64), "--crop"), ("input_size", (48,), "--input-size"),
+    ("preset", "huge", "--preset"), ("schedule", "step", "--schedule"), ("class_weights", "median", "--class-weights"),
+    ("device", "gpu", "--device"), ("device", "cuda:x", "--device"), ("time_budget_s", 0.0, "--time-budget"),
+])
+def test_bad_options_are_usage_errors(folder_dataset, option, value, flag):
+    with pytest.raises(UsageError) as e:
+        TrainConfig(data=str(folder_dataset), **{option: value})
+    assert str(e.value).startswith(f"{flag} must be ") and repr(value) in str(e.value) and e.value.exit_code == 2
+
+
+def test_cli_train_exit_codes_for_bad_options_and_existing_runs(folder_dataset, part_run):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    for args, text in ((["--lr", "0"], "--lr must be a positive number"),
+                       (["--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N"),
+                       (["--preset", "huge"], "--preset must be one of"),
+                       ([], "already holds a training run")):
+        r = runner.invoke(app, ["train", "--data", str(folder_dataset), "--out", str(part_run), *args])
+        assert r.exit_code == 2 and text in r.output.replace("\n", ""), (args, r.output)
+        assert "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--help"])
+    assert "--exist-ok" in r.output and "--resume" in r.output
 
 
 def test_training_learns_the_toy_task(folder_dataset, tmp_path):
@@ -126,10 +315,6 @@ class FakeClock:
         monkeypatch.setattr(train_mod, "_clock", lambda: self.t)
         monkeypatch.setattr(train_mod, "segmentation_loss", fake_loss)
         monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
-
-
-class Killed(Exception):
-    pass
 
 
 def _budget_cfg(folder_dataset, out, **kw):

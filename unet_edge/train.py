@@ -14,12 +14,20 @@ margin, and builds the LR schedule for that count, so it completes. After every 
 is redone with the epoch's measured cost; if the run would overshoot (the host got slower), the
 epoch count is lowered and the rest of the schedule is compressed into the remaining steps so it
 still reaches its final LR. See :func:`train`.
+
+Run folders: one process at a time (:class:`unet_edge.locks.FolderLock`); an existing run is
+continued only with ``resume`` and replaced only with ``exist_ok``. Every random stream of epoch
+``e`` is seeded from ``(seed, e)`` (:func:`seed_epoch`), so a run resumed from ``last.pt`` sees
+the batches and augmentations of the uninterrupted run. Checkpoints hold tensors and plain Python
+data only (they load with ``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
+import numbers
 import random
 import re
 import shlex
@@ -28,20 +36,22 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .artifacts import load_checkpoint
-from .data.augment import train_transform
-from .data.layouts import SegDataset, load_dataset
-from .errors import ArtifactError, DataError, EmulatedPrecisionWarning, UsageError
+from .data.augment import reseed, train_transform
+from .data.layouts import DatasetInfo, SegDataset, load_dataset
+from .errors import ArtifactError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
-from .host import probe_host, resolve_threads
+from .host import HostInfo, probe_host, resolve_threads
 from .io_utils import atomic_path, write_json_atomic
-from .metadata import ModelMeta
-from .model import UNet, config_from_preset, count_parameters
+from .locks import FolderLock
+from .metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
+from .model import PRESETS, UNet, UNetConfig, config_from_preset, count_parameters
 from .precision import PrecisionChoice, choose_precision
 from .preprocess import normalize
 from .progress import make_progress
@@ -55,6 +65,13 @@ TIME_BUDGET_MARGIN = 0.08
 CALIB_STEPS = 3
 #: validation images timed by the calibration (the cost is scaled to the whole split).
 CALIB_VAL_IMAGES = 8
+SCHEDULES = ("cosine", "onecycle")
+CLASS_WEIGHTS = ("enet", "none")
+#: the files a run writes into its folder; the first three mark a folder as holding a run.
+RUN_FILES = ("best.pt", "last.pt", "log.csv", "curves.png", "summary.json")
+#: options that define what a run computes; a resumed run must keep them (see :func:`train`).
+RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr", "weight_decay", "schedule",
+                  "warmup_epochs", "class_weights", "dice_weight", "seed", "limit")
 
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
@@ -62,15 +79,22 @@ _clock = time.perf_counter
 
 @dataclass
 class TrainConfig:
-    """Options of :func:`train` (the CLI's ``train`` flags).
+    """Options of :func:`train` (the CLI's ``train`` flags), checked when built.
 
     ``crop`` and ``input_size`` are (H, W) pixels; ``input_size`` None means the size of the first
     training image. ``lr`` is the peak learning rate. ``limit`` caps the images per split (quick runs).
     ``precision``: ``auto`` (see :func:`unet_edge.precision.choose_precision`), ``fp32``, ``bf16``
-    or ``fp16`` (CUDA only). ``threads``: torch CPU threads, 0 = the physical cores
-    (:func:`unet_edge.host.resolve_threads`). ``time_budget_s``: wall-clock seconds for the whole
-    training (setup, calibration, epochs; summed over resumed sessions), None for no budget; with a
-    budget ``epochs`` is the upper bound (see :func:`train`).
+    or ``fp16`` (CUDA only). ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``threads``:
+    torch CPU threads, 0 = the physical cores (:func:`unet_edge.host.resolve_threads`).
+    ``time_budget_s``: wall-clock seconds for the whole training (setup, calibration, epochs;
+    summed over resumed sessions), None for no budget; with a budget ``epochs`` is the upper bound
+    (see :func:`train`). ``resume`` continues the run in ``out``; ``exist_ok`` lets a fresh run
+    replace one there.
+
+    Raises:
+        UsageError: a value out of range (``lr`` > 0, ``weight_decay`` >= 0, 0 <= ``dropout`` < 1,
+        ``epochs``/``batch_size``/``limit``/``val_every`` >= 1, ``warmup_epochs`` >= 0, ...), an
+        unknown preset, schedule, class weighting or device.
     """
 
     data: str
@@ -95,9 +119,48 @@ class TrainConfig:
     limit: int | None = None
     val_every: int = 1
     resume: bool = False
+    exist_ok: bool = False
     progress: bool = True
     time_budget_s: float | None = None
     command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+def _int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _hw(v) -> bool:
+    return isinstance(v, (tuple, list)) and len(v) == 2 and all(_int(x) and x > 0 for x in v)
+
+
+_CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("preset", lambda v: v in PRESETS, "one of " + ", ".join(sorted(PRESETS))),
+    ("schedule", lambda v: v in SCHEDULES, "one of " + ", ".join(SCHEDULES)),
+    ("class_weights", lambda v: v in CLASS_WEIGHTS, "one of " + ", ".join(CLASS_WEIGHTS)),
+    ("device", lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+     "auto, cpu, cuda or cuda:N"),
+    ("epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("limit", lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 (images per split)"),
+    ("val_every", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("threads", lambda v: _int(v) and v >= 0, "an integer >= 0 (0: the physical cores)"),
+    ("seed", lambda v: _int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    ("lr", lambda v: _real(v) and v > 0, "a positive number"),
+    ("weight_decay", lambda v: _real(v) and v >= 0, "a number >= 0"),
+    ("dropout", lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("warmup_epochs", lambda v: _real(v) and v >= 0, "a number of epochs >= 0"),
+    ("dice_weight", lambda v: _real(v) and v >= 0, "a number >= 0"),
+    ("crop", _hw, "two positive integers (H, W)"),
+    ("input_size", lambda v: v is None or _hw(v), "two positive integers (H, W)"),
+    ("time_budget_s", lambda v: v is None or (_real(v) and v > 0), "a positive number of seconds"),
+)
 
 
 _UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
@@ -190,9 +253,46 @@ class ScheduleWarp:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (torch: CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The 64-bit seed of epoch ``epoch`` of a run seeded ``seed``; depends on nothing else."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+
+
+def rng_state(cuda: bool = False) -> dict:
+    """The global random streams as tensors and plain lists (loadable with ``weights_only=True``):
+    ``{"torch": uint8 tensor, "numpy": [name, [624 ints], pos, has_gauss, cached], "python":
+    [version, [625 ints], gauss], "cuda": [uint8 tensor per device] (only when ``cuda``)}``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    d = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+         "python": [version, list(internal), gauss]}
+    if cuda:
+        d["cuda"] = torch.cuda.get_rng_state_all()
+    return d
+
+
+def set_rng_state(d: dict) -> None:
+    """Restore the streams saved by :func:`rng_state` (the CUDA ones only where this host has as
+    many CUDA devices as the saving one)."""
+    torch.set_rng_state(d["torch"])
+    name, keys, pos, has_gauss, cached = d["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = d["python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = d.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _plain(obj):
+    """``obj`` with numpy scalars/arrays as Python numbers/lists and tuples as lists (JSON types)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, (np.generic, np.ndarray)) else str(o)))
 
 
 def _load_split(ds: SegDataset, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -211,8 +311,8 @@ def enet_class_weights(masks: list[np.ndarray], num_classes: int, c: float = 1.0
 
 
 class _AugmentedSplit(torch.utils.data.Dataset):
-    def __init__(self, items, transform, meta: ModelMeta):
-        self.items, self.transform, self.meta = items, transform, meta
+    def __init__(self, items, transform, mean, std):
+        self.items, self.transform, self.mean, self.std = items, transform, mean, std
 
     def __len__(self):
         return len(self.items)
@@ -220,8 +320,63 @@ class _AugmentedSplit(torch.utils.data.Dataset):
     def __getitem__(self, i):
         img, mask = self.items[i]
         out = self.transform(image=img, mask=mask)
-        x = normalize(out["image"], self.meta.mean, self.meta.std)
+        x = normalize(out["image"], self.mean, self.std)
         return torch.from_numpy(x), torch.from_numpy(out["mask"].astype(np.int64))
+
+
+@dataclass
+class _Data:
+    """The splits of a run: ``train_items`` (image RGB uint8 (H, W, 3), mask (H, W)) pairs in
+    memory, ``val_ds`` read lazily (its first ``n_val`` images are scored), the augmentation and
+    the shuffling loader, and the class weights (float32 (K,) on the device, or None)."""
+
+    info: DatasetInfo
+    train_items: list
+    val_ds: SegDataset
+    n_val: int
+    input_size: tuple[int, int]
+    crop: tuple[int, int]
+    transform: object  # the albumentations Compose of data.augment.train_transform
+    loader: torch.utils.data.DataLoader
+    weight: torch.Tensor | None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+
+def _build_data(cfg: TrainConfig, device: str) -> _Data:
+    """Load the splits and build the loader; raises DataError for dataset problems."""
+    train_ds = load_dataset(cfg.data, "train", cfg.data_format)
+    val_ds = load_dataset(cfg.data, "val", cfg.data_format)
+    info = train_ds.info
+    items = _load_split(train_ds, cfg.limit)
+    n_val = len(val_ds) if cfg.limit is None else min(cfg.limit, len(val_ds))
+    input_size = tuple(cfg.input_size) if cfg.input_size else tuple(items[0][0].shape[:2])
+    crop = (min(cfg.crop[0], input_size[0] * 2), min(cfg.crop[1], input_size[1] * 2))
+    weight = None
+    if cfg.class_weights == "enet" and not info.binary:
+        weight = torch.from_numpy(enet_class_weights([m for _, m in items], info.num_logits)).to(device)
+    transform = train_transform(crop, info.ignore_index, seed=cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD),
+        batch_size=cfg.batch_size, shuffle=True, drop_last=len(items) > cfg.batch_size, num_workers=0,
+        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.startswith("cuda"),
+    )
+    return _Data(info, items, val_ds, n_val, input_size, crop, transform, loader, weight)
+
+
+def seed_epoch(seed: int, epoch: int, data: _Data) -> None:
+    """Seed every stream epoch ``epoch`` draws from by :func:`epoch_seed` alone: torch (CPU and
+    CUDA: dropout), numpy, ``random``, the loader's shuffle and the augmentation. So the batches
+    and augmentations of an epoch do not depend on what ran before it, and a resumed run sees
+    exactly those of the uninterrupted run."""
+    s = epoch_seed(seed, epoch)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+    data.loader.generator.manual_seed(s)
+    reseed(data.transform, s)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
@@ -268,14 +423,14 @@ def _make_scheduler(opt, cfg: TrainConfig, total_steps: int, steps_per_epoch: in
     ``lr / 25 / 1e4`` for one-cycle) is set by the ``total_steps``-th ``step()``, after the last update.
 
     Raises:
-        DataError: an unknown ``cfg.schedule``.
+        UsageError: an unknown ``cfg.schedule``.
     """
     if cfg.schedule == "onecycle":
         # OneCycleLR's last phase ends at position total_steps - 1; one spare step puts it at total_steps
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps + 1)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.warmup_epochs * steps_per_epoch))
-    raise DataError(f"unknown --schedule {cfg.schedule!r}; use cosine or onecycle")
+    raise UsageError(f"unknown --schedule {cfg.schedule!r}; use cosine or onecycle")
 
 
 def _train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, ignore_index: int,
@@ -305,53 +460,6 @@ def _validate(model, meta: ModelMeta, val_ds, device: str, choice: PrecisionChoi
     return evaluate(backend.infer, val_ds, meta, batch_size=4, limit=limit, progress=False)
 
 
-def _measure_costs(model, loader, val_ds, n_val: int, meta: ModelMeta, cfg: TrainConfig, device: str,
-                   choice: PrecisionChoice, ignore_index: int, weight) -> dict:
-    """Time one epoch's real costs on a throw-away copy of the model (the run's model, optimizer
-    and random streams are left as they were): one untimed warm-up step, then
-    :data:`CALIB_STEPS` timed training steps (data loading and augmentation included), and a
-    validation pass over up to :data:`CALIB_VAL_IMAGES` images after an untimed 1-image warm-up,
-    scaled to the ``n_val`` images of the split.
-
-    Returns:
-        ``{"step_s", "train_s" (one epoch of steps), "val_s" (one validation pass)}`` in seconds.
-    """
-    probe = copy.deepcopy(model)
-    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=choice.precision == "fp16" and device.startswith("cuda"))
-    states = (torch.get_rng_state(), np.random.get_state(), random.getstate(), loader.generator.get_state(),
-              torch.cuda.get_rng_state_all() if device.startswith("cuda") else None)
-
-    def batches():
-        while True:
-            yield from loader
-
-    it = batches()
-    probe.train()
-    try:
-        for i in range(CALIB_STEPS + 1):
-            if i == 1:
-                t = _clock()
-            x, y = next(it)
-            _train_step(probe, opt, scaler, x, y, device, choice, ignore_index, weight, cfg.dice_weight).item()
-        step_s = (_clock() - t) / CALIB_STEPS
-        n_cal = max(1, min(n_val, CALIB_VAL_IMAGES))
-        _validate(probe, meta, val_ds, device, choice, 1)
-        t = _clock()
-        _validate(probe, meta, val_ds, device, choice, n_cal)
-        val_s = (_clock() - t) * max(1, n_val) / n_cal
-    finally:
-        it.close()
-        torch.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
-        loader.generator.set_state(states[3])
-        if states[4] is not None:
-            torch.cuda.set_rng_state_all(states[4])
-        del probe, opt
-    return {"step_s": step_s, "train_s": step_s * len(loader), "val_s": val_s}
-
-
 def _plot_curves(history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -377,9 +485,452 @@ def _save(path: Path, obj: dict) -> None:
         torch.save(obj, tmp)
 
 
+@dataclass
+class _Setup:
+    """What a run fixes at its start: options, folder, device, precision, host, data, model metadata."""
+
+    cfg: TrainConfig
+    out: Path
+    device: str
+    threads: int
+    host: HostInfo
+    choice: PrecisionChoice
+    data: _Data
+    arch: UNetConfig
+    meta: ModelMeta
+    log: Callable[[str], None]
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def budget(self) -> float | None:
+        return self.cfg.time_budget_s
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+@dataclass
+class RunState:
+    """Everything of a run that changes while it trains; :func:`_save_checkpoints` writes it to
+    ``last.pt`` and :func:`_restore` reads it back. ``epoch`` is the next epoch to run, ``epochs``
+    the final one of the current plan, ``step`` the optimizer steps done; times in seconds
+    (``elapsed_before``: the earlier sessions, ``t_start``: this session's start on :data:`_clock`)."""
+
+    model: UNet
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    t_start: float
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    warp: ScheduleWarp | None = None
+    epoch: int = 1
+    epochs: int = 1
+    epochs_planned: int = 1
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"miou": -1.0, "epoch": 0})
+    history: list = field(default_factory=list)
+    costs: dict | None = None  # {"train_s", "val_s"} of one epoch
+    estimate: float | None = None
+    elapsed_before: float = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, all sessions."""
+        return self.elapsed_before + _clock() - self.t_start
+
+
+@dataclass
+class EpochResult:
+    """One epoch: the loss of every step, the LR after the last one, the steps' wall time ``seconds``
+    (from ``t0`` on :data:`_clock`), and the validation ``metrics`` and its time ``val_s`` when it validated."""
+
+    epoch: int
+    losses: list
+    lr: float
+    seconds: float
+    t0: float
+    metrics: dict | None = None
+    val_s: float | None = None
+
+    def row(self) -> dict:
+        """The epoch's line of ``log.csv``."""
+        m = self.metrics or {}
+        return {"epoch": self.epoch, "train_loss": float(np.mean(self.losses)), "lr": self.lr,
+                "epoch_seconds": self.seconds, "val_miou": m.get("miou"), "val_pixel_accuracy": m.get("pixel_accuracy"),
+                "val_dice": m.get("dice")}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Raise UsageError for the first option of ``cfg`` out of its range (see :class:`TrainConfig`)."""
+    for name, ok, rule in _CONFIG_RULES:
+        value = getattr(cfg, name)
+        if not ok(value):
+            flag = "--time-budget" if name == "time_budget_s" else "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be {rule}; got {value!r}")
+
+
+def _run_folder(cfg: TrainConfig) -> Path:
+    """``cfg.out`` as a folder, created when missing.
+
+    Raises:
+        UsageError: it is a file, lies under a file, or cannot be created.
+    """
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; give a folder for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create this folder ({e.strerror or e}); give a writable folder") from e
+    return out
+
+
+def _check_run_folder(out: Path, cfg: TrainConfig, log) -> None:
+    """With the folder locked: remove the temporary files an interrupted run left (``atomic_path``'s
+    ``.<name>.*.tmp*``), and refuse to start a fresh run over an existing one.
+
+    Raises:
+        UsageError: ``out`` holds a run (best.pt, last.pt or log.csv) and neither ``resume`` nor
+        ``exist_ok`` is set. ArtifactError: ``resume`` without ``out/last.pt``.
+    """
+    stale = sorted(p for name in RUN_FILES for p in out.glob(f".{name}.*.tmp*"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log(f"removed {len(stale)} temporary file(s) an interrupted run left in {out}: {', '.join(p.name for p in stale)}")
+    if cfg.resume:
+        if not (out / "last.pt").is_file():
+            raise ArtifactError(f"--resume: no {out / 'last.pt'} to resume from; drop --resume to start fresh")
+        return
+    existing = [name for name in RUN_FILES[:3] if (out / name).exists()]
+    if existing and not cfg.exist_ok:
+        raise UsageError(f"{out} already holds a training run ({', '.join(existing)}); add --resume to continue it, "
+                         "--exist-ok to replace it, or give a new --out folder")
+
+
+def _clear_old_run(s: _Setup) -> None:
+    """A fresh ``exist_ok`` run: delete the earlier run's files, so none of them outlives it."""
+    gone = [name for name in RUN_FILES if (s.out / name).exists()]
+    for name in reversed(gone):  # log.csv before last.pt before best.pt: what is left stays consistent
+        (s.out / name).unlink()
+    if gone:
+        s.log(f"--exist-ok: deleted the earlier run's {', '.join(gone)} in {s.out}")
+
+
+def _setup(cfg: TrainConfig, out: Path, log) -> _Setup:
+    threads = resolve_threads(cfg.threads)
+    torch.set_num_threads(threads)
+    device = resolve_device(cfg.device)
+    host = probe_host()
+    choice = choose_precision(device, cfg.precision, host=host)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    data = _build_data(cfg, device)
+    info = data.info
+    arch = config_from_preset(cfg.preset, info.num_logits, cfg.dropout)
+    meta = ModelMeta(
+        arch=arch.to_dict(), class_names=list(info.class_names), palette=[list(c) for c in info.palette],
+        ignore_index=info.ignore_index, input_size=data.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        dataset={"name": info.name, "format": info.format, "path": str(Path(cfg.data).resolve()),
+                 "mask_kind": info.mask_kind},
+        train_command=cfg.command,
+        extra={"train_config": _plain({k: v for k, v in asdict(cfg).items() if k != "command"}),
+               "train_precision": choice.to_dict(), "train_host": host.to_dict(), "train_threads": threads},
+    )
+    return _Setup(cfg, out, device, threads, host, choice, data, arch, meta, log)
+
+
+def _new_state(s: _Setup, t_start: float) -> RunState:
+    """A fresh model (initialised from ``cfg.seed`` alone), optimizer and scaler."""
+    seed_everything(s.cfg.seed)
+    model = UNet(s.arch).to(s.device, memory_format=torch.channels_last) if s.cuda else UNet(s.arch).to(s.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.cfg.lr, weight_decay=s.cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=s.choice.precision == "fp16" and s.cuda)
+    return RunState(model, opt, scaler, t_start)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        return f"{v[0]}x{v[1]}"
+    return "none" if v is None else str(v)
+
+
+def _check_resume(s: _Setup, ck: dict) -> None:
+    """Refuse to resume with options that would make the rest another run than the one in ``last.pt``.
+
+    ``epochs`` counts as such unless both the stored and this session have a time budget (then it
+    is an upper bound; a lower one shortens the plan). The dataset is compared by resolved path.
+
+    Raises:
+        UsageError: naming each changed option with its stored and its new value.
+        ArtifactError: ``last.pt`` holds another architecture.
+    """
+    cfg, meta = s.cfg, ck["meta"]
+    old = (meta.get("extra") or {}).get("train_config") or {}
+    names = RECIPE_OPTIONS + (() if old.get("time_budget_s") and cfg.time_budget_s else ("epochs",))
+    new = _plain({n: getattr(cfg, n) for n in names})
+    changed = [f"--{n.replace('_', '-')} {_fmt(old[n])} (now {_fmt(new[n])})"
+               for n in names if n in old and old[n] != new[n]]
+    old_data, new_data = (meta.get("dataset") or {}).get("path"), str(Path(cfg.data).resolve())
+    if old_data and old_data != new_data:
+        changed.append(f"--data {old_data} (now {new_data})")
+    if changed:
+        raise UsageError(f"--resume: {s.last_path} was trained with other values of options that define the run: "
+                         f"{', '.join(changed)}; resume with the run's values, or start a new run in another --out "
+                         "folder (or replace this one with --exist-ok)")
+    if meta.get("arch") != s.meta.arch:
+        raise ArtifactError(f"--resume: {s.last_path} has architecture {meta.get('arch')}, not {s.meta.arch}")
+
+
+def _resumed_best(s: _Setup, ck: dict) -> dict:
+    """The run's best so far: ``last.pt``'s, or ``best.pt``'s when that one is better (a run killed
+    after writing ``best.pt`` and before ``last.pt``), so a resumed run never replaces ``best.pt``
+    with a worse model."""
+    best = ck["best"]
+    if not s.best_path.is_file():
+        return best
+    try:
+        extra = load_checkpoint(s.best_path)["meta"]["extra"]
+        m, epoch = extra["val_metrics"], int(extra["epoch"])
+        better = float(m["miou"]) > float(best["miou"])
+    except (UnetEdgeError, KeyError, TypeError, ValueError) as e:
+        s.log(f"--resume: ignoring {s.best_path} ({e}); the next better epoch replaces it")
+        return best
+    return {"miou": float(m["miou"]), "epoch": epoch, "metrics": m} if better else best
+
+
+def _restore(s: _Setup, st: RunState, ck: dict) -> None:
+    """Continue the run of ``ck`` (``last.pt``): weights, optimizer, schedule (and its plan), scaler,
+    best, history, random streams, elapsed time; with a budget re-plans the remaining epochs.
+
+    Raises:
+        UsageError, ArtifactError: see :func:`_check_resume`; ArtifactError: ``ck`` is incomplete.
+    """
+    _check_resume(s, ck)
+    cfg, spe, plan = s.cfg, s.data.steps_per_epoch, ck.get("plan") or {}
+    try:
+        st.epoch, st.elapsed_before = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
+        st.epochs = min(cfg.epochs, int(plan.get("epochs", cfg.epochs)))
+        st.epochs_planned = int(plan.get("epochs_planned", st.epochs))
+        schedule_steps = int(plan.get("schedule_steps", st.epochs * spe))
+        st.sched = _make_scheduler(st.opt, cfg, schedule_steps, spe)
+        st.model.load_state_dict(ck["model"])
+        st.opt.load_state_dict(ck["optimizer"])
+        st.sched.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            st.scaler.load_state_dict(ck["scaler"])
+        st.best, st.history = _resumed_best(s, ck), list(ck["history"])
+        if ck.get("rng"):
+            set_rng_state(ck["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"--resume: {s.last_path} is incomplete or from another version ({type(e).__name__}: "
+                            f"{e}); start a new run (--exist-ok) instead") from e
+    st.step = (st.epoch - 1) * spe
+    # the remaining steps run the rest of the schedule, wherever it stood, to its end
+    end = st.sched.total_steps - 1 if isinstance(st.sched, torch.optim.lr_scheduler.OneCycleLR) else schedule_steps
+    st.warp = ScheduleWarp(int(end))
+    st.warp.fit(st.step, st.sched.last_epoch, st.epochs * spe)
+    s.log(f"resumed from {s.last_path} at epoch {ck['epoch']} (best mIoU {st.best['miou']:.4f}, "
+          f"{st.elapsed_before:.0f} s of training so far)")
+    if s.budget and st.epoch <= st.epochs:
+        _replan_resumed(s, st, ck)
+
+
+def _measure_costs(s: _Setup, st: RunState) -> dict:
+    """Time one epoch's real costs on a throw-away copy of the model (the run's model, optimizer
+    and random streams are left as they were): one untimed warm-up step, then
+    :data:`CALIB_STEPS` timed training steps (data loading and augmentation included), and a
+    validation pass over up to :data:`CALIB_VAL_IMAGES` images after an untimed 1-image warm-up,
+    scaled to the ``n_val`` images of the split.
+
+    Returns:
+        ``{"step_s", "train_s" (one epoch of steps), "val_s" (one validation pass)}`` in seconds.
+    """
+    cfg, d = s.cfg, s.data
+    probe = copy.deepcopy(st.model)
+    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=s.choice.precision == "fp16" and s.cuda)
+    streams, loader_state = rng_state(s.cuda), d.loader.generator.get_state()
+
+    def batches():
+        while True:
+            yield from d.loader
+
+    it = batches()
+    probe.train()
+    try:
+        for i in range(CALIB_STEPS + 1):
+            if i == 1:
+                t = _clock()
+            x, y = next(it)
+            _train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
+                        cfg.dice_weight).item()
+        step_s = (_clock() - t) / CALIB_STEPS
+        n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
+        _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
+        t = _clock()
+        _validate(probe, s.meta, d.val_ds, s.device, s.choice, n_cal)
+        val_s = (_clock() - t) * max(1, d.n_val) / n_cal
+    finally:
+        it.close()
+        set_rng_state(streams)
+        d.loader.generator.set_state(loader_state)
+        del probe, opt
+    return {"step_s": step_s, "train_s": step_s * len(d.loader), "val_s": val_s}
+
+
+def _plan_fresh(s: _Setup, st: RunState) -> None:
+    """The first plan: ``cfg.epochs``, or with a budget the epochs that fit (timed by
+    :func:`_measure_costs`); then the LR schedule for that many epochs."""
+    cfg, budget, spe = s.cfg, s.budget, s.data.steps_per_epoch
+    st.epochs = cfg.epochs
+    if budget and cfg.epochs > 1:  # (a bound of 1 epoch leaves nothing to choose)
+        c = st.costs = _measure_costs(s, st)
+        st.epochs = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), 1, cfg.epochs, c["train_s"],
+                                c["val_s"], cfg.val_every)
+        st.estimate = round(c["train_s"] + c["val_s"], 2)
+        s.log(f"time budget {format_duration(budget)}: epoch ~{_s(c['train_s'] + c['val_s'])} (train "
+              f"{_s(c['train_s'])} + val {_s(c['val_s'])}), {_s(st.elapsed())} used -> {st.epochs} epochs "
+              f"(at most {cfg.epochs}; planned to end by {1 - TIME_BUDGET_MARGIN:.0%} of the budget)")
+    elif budget:
+        s.log(f"time budget {format_duration(budget)}: 1 epoch, the --epochs bound (nothing to plan)")
+    st.epochs_planned = st.epochs
+    st.sched = _make_scheduler(st.opt, cfg, st.epochs * spe, spe)
+    st.warp = ScheduleWarp(st.epochs * spe)
+
+
+def _replan_resumed(s: _Setup, st: RunState, ck: dict) -> None:
+    """A resumed budget run: forecast the remaining epochs with the last epoch's stored costs (timed
+    afresh for checkpoints without them) and shorten the plan when they do not fit."""
+    cfg, budget, spe = s.cfg, s.budget, s.data.steps_per_epoch
+    c = st.costs = ck.get("costs") or _measure_costs(s, st)
+    new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), st.epoch, st.epochs, c["train_s"],
+                      c["val_s"], cfg.val_every)
+    st.estimate = round(c["train_s"] + c["val_s"], 2)
+    s.log(f"time budget {format_duration(budget)}: {_s(st.elapsed())} used, epoch ~{_s(c['train_s'] + c['val_s'])} "
+          f"-> {new} epochs" + (f" instead of {st.epochs} (schedule compressed)" if new < st.epochs else ""))
+    if new < st.epochs:
+        st.epochs = new
+        st.warp.fit(st.step, st.warp(st.step), st.epochs * spe)
+
+
+def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
+    """Forecast the rest with this epoch's full cost (steps, checkpoints, log, plot) and the latest
+    validation; past ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, lower the plan and compress
+    the rest of the schedule. Returns whether ``st.epochs`` changed."""
+    cfg, budget, c = s.cfg, s.budget, st.costs
+    c["train_s"] = _clock() - res.t0 - (res.val_s or 0.0)
+    forecast = st.elapsed() + _epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every)
+    if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
+        return False
+    new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), st.epoch + 1, st.epochs,
+                      c["train_s"], c["val_s"], cfg.val_every)
+    over = st.elapsed() + _epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every) > budget
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c['train_s'] + (res.val_s or 0.0))}, "
+          f"forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
+          + (f"{new} epochs instead of {st.epochs} (rest of the schedule compressed)" if new < st.epochs
+             else f"epoch {st.epochs} is the last one")
+          + ("; the run may overshoot the budget by its last epoch" if over else ""))
+    if new >= st.epochs:
+        return False
+    st.epochs = new
+    st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
+    return True
+
+
+def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
+    """Epoch ``st.epoch``: its random streams seeded by :func:`seed_epoch`, one optimizer step per
+    batch with the (possibly warped) LR schedule. Advances ``st.step``; ``st.epoch`` is left as is."""
+    d = s.data
+    seed_epoch(s.cfg.seed, st.epoch, d)
+    st.model.train()
+    task = prog.add_task(f"epoch {st.epoch}", total=d.steps_per_epoch, status="")
+    losses, t0 = [], _clock()
+    for x, y in d.loader:
+        loss = _train_step(st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
+                           s.cfg.dice_weight)
+        st.step += 1
+        if not st.warp.identity:
+            st.sched.last_epoch = st.warp(st.step) - 1  # step() adds the 1
+        st.sched.step()
+        losses.append(loss.item())
+        prog.update(task, advance=1, status=f"loss {np.mean(losses[-20:]):.3f}")
+    prog.remove_task(task)
+    return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0)
+
+
+def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
+    """Score the model on the validation split into ``res.metrics`` (plain floats) and ``res.val_s``."""
+    t = _clock()
+    res.metrics = _plain(_validate(st.model, s.meta, s.data.val_ds, s.device, s.choice, s.cfg.limit))
+    res.val_s = _clock() - t
+
+
+def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
+    """After an epoch: ``best.pt`` when it beat the best so far, the history row, this epoch's cost
+    (steps + best.pt), then ``last.pt`` (all of :class:`RunState`), ``log.csv`` and ``curves.png``,
+    each written atomically. Everything saved is tensors and plain Python data."""
+    m = res.metrics
+    if m is not None and m["miou"] > st.best["miou"]:
+        st.best = {"miou": m["miou"], "epoch": res.epoch, "metrics": m}
+        _save(s.best_path, {"model": st.model.state_dict(), "epoch": res.epoch,
+                            "meta": s.meta.with_(extra={"val_metrics": m, "epoch": res.epoch}).to_dict()})
+    st.history.append(res.row())
+    st.costs = {"train_s": _clock() - res.t0 - (res.val_s or 0.0),
+                "val_s": res.val_s if res.val_s is not None else (st.costs or {}).get("val_s", 0.0)}
+    _save(s.last_path, {
+        "model": st.model.state_dict(), "meta": s.meta.to_dict(), "epoch": res.epoch, "best": st.best,
+        "history": st.history, "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
+        "scaler": st.scaler.state_dict(), "rng": rng_state(s.cuda), "elapsed_s": st.elapsed(), "costs": dict(st.costs),
+        "plan": {"epochs": st.epochs, "schedule_steps": st.warp.total, "epochs_planned": st.epochs_planned,
+                 "time_budget_s": s.budget},
+    })
+    _write_log(s.out / "log.csv", st.history)
+    _plot_curves(st.history, s.out / "curves.png")
+
+
+def _run_epochs(s: _Setup, st: RunState) -> None:
+    cfg = s.cfg
+    with make_progress() as prog:
+        prog.disable = not cfg.progress
+        ep_task = prog.add_task("epochs", total=st.epochs, completed=st.epoch - 1, status="")
+        while st.epoch <= st.epochs:
+            res = train_one_epoch(s, st, prog)
+            if st.epoch % cfg.val_every == 0 or st.epoch == st.epochs:
+                validate(s, st, res)
+            _save_checkpoints(s, st, res)
+            row = st.history[-1]
+            val = row["val_miou"] if row["val_miou"] is None else round(row["val_miou"], 4)
+            prog.update(ep_task, advance=1, status=f"loss {row['train_loss']:.3f} val mIoU {val} best {st.best['miou']:.4f}")
+            if not cfg.progress or not prog.console.is_terminal:
+                s.log(f"epoch {st.epoch}/{st.epochs} loss {row['train_loss']:.4f} val mIoU {row['val_miou']} "
+                      f"({row['epoch_seconds']}s)")
+            if s.budget and st.epoch < st.epochs and _replan_after_epoch(s, st, res):
+                prog.update(ep_task, total=st.epochs)
+            st.epoch += 1
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train a U-Net on ``cfg.data``; writes ``best.pt``, ``last.pt``, ``log.csv``, ``curves.png``
     and ``summary.json`` under ``cfg.out``.
+
+    Run folder: held with a :class:`unet_edge.locks.FolderLock` (``out/.lock``) for the whole call,
+    so a second process gets a UsageError naming the first one's pid. Temporary files of an
+    interrupted run are removed at the start. A folder that holds a run (``best.pt``, ``last.pt``
+    or ``log.csv``) is continued only with ``cfg.resume`` and replaced only with ``cfg.exist_ok``
+    (which deletes the old run's files once the new run is set up); ``best.pt`` is only ever
+    replaced by a better model of the same run (on resume the best of ``last.pt`` and ``best.pt``).
+
+    Resume: continues from ``last.pt``; options in :data:`RECIPE_OPTIONS`, the dataset and (unless
+    both sessions have a time budget) ``epochs`` must be the stored ones. Every epoch's random
+    streams come from ``(cfg.seed, epoch)`` (:func:`seed_epoch`), so on the same host, device and
+    thread count a resumed run computes the same per-epoch losses as the uninterrupted run.
 
     Precision: ``choose_precision(device, cfg.precision)`` for the training autocast and for the
     per-epoch validation; a GradScaler only for fp16 on CUDA. The choice and the host
@@ -396,11 +947,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     the rest of the schedule is compressed into the remaining steps (:class:`ScheduleWarp`), so the
     run still ends on the schedule's final LR. At least one more epoch always runs, so a sudden
     several-fold slowdown can overshoot by that epoch. With ``cfg.epochs == 1`` nothing is timed.
-    Resuming with a budget keeps the stored plan and schedule (at most ``cfg.epochs``), forecasts
-    with the last epoch's stored costs (timed afresh for checkpoints without them) and shortens
-    when needed. Resuming without one trains to ``cfg.epochs``: the stored schedule continues when
-    it was built for that many epochs (a compressed rest still reaches its end), else it is rebuilt
-    for ``cfg.epochs`` and continues at the current step.
+    Resuming keeps the stored plan and schedule (at most ``cfg.epochs``); with a budget it
+    forecasts with the last epoch's stored costs (timed afresh for checkpoints without them) and
+    shortens when needed.
 
     Returns:
         summary dict (also ``summary.json``): ``best_miou``, ``best_epoch``, ``epochs`` (epochs
@@ -411,209 +960,35 @@ def train(cfg: TrainConfig, log=print) -> dict:
         ``device``, ``host``, ``best``/``last`` checkpoint paths.
 
     Raises:
-        DataError: dataset problems, unknown schedule or class weights. ArtifactError: ``resume``
-        with a missing/incompatible ``last.pt``. UsageError: unknown precision, non-positive
-        budget. BackendUnavailableError: fp16 on CPU, CUDA requested but absent.
+        UsageError: an option out of range (:func:`check_config`), ``out`` not a usable folder,
+        ``out`` holding a run without ``resume``/``exist_ok``, ``out`` locked by another process,
+        options changed on resume, unknown precision. DataError: dataset problems. ArtifactError:
+        ``resume`` with a missing/incompatible ``last.pt``. BackendUnavailableError: fp16 on CPU,
+        CUDA requested but absent.
     """
     t_start = _clock()
-    budget = cfg.time_budget_s
-    if budget is not None and not (math.isfinite(budget) and budget > 0):
-        raise UsageError(f"time budget must be a positive number of seconds; got {budget!r}")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    threads = resolve_threads(cfg.threads)
-    torch.set_num_threads(threads)
-    device = resolve_device(cfg.device)
-    host = probe_host()
-    choice = choose_precision(device, cfg.precision, host=host)
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-
-    train_ds = load_dataset(cfg.data, "train", cfg.data_format)
-    val_ds = load_dataset(cfg.data, "val", cfg.data_format)
-    info = train_ds.info
-    train_items = _load_split(train_ds, cfg.limit)
-    n_val = len(val_ds) if cfg.limit is None else min(cfg.limit, len(val_ds))
-    input_size = tuple(cfg.input_size) if cfg.input_size else train_items[0][0].shape[:2]
-    crop = (min(cfg.crop[0], input_size[0] * 2), min(cfg.crop[1], input_size[1] * 2))
-
-    arch = config_from_preset(cfg.preset, info.num_logits, cfg.dropout)
-    meta = ModelMeta(
-        arch=arch.to_dict(), class_names=list(info.class_names), palette=[list(c) for c in info.palette],
-        ignore_index=info.ignore_index, input_size=input_size,
-        dataset={"name": info.name, "format": info.format, "path": str(Path(cfg.data).resolve()),
-                 "mask_kind": info.mask_kind},
-        train_command=cfg.command,
-        extra={"train_config": {k: v for k, v in asdict(cfg).items() if k != "command"},
-               "train_precision": choice.to_dict(), "train_host": host.to_dict(), "train_threads": threads},
-    )
-    model = UNet(arch).to(device, memory_format=torch.channels_last) if cuda else UNet(arch).to(device)
-    weight = None
-    if cfg.class_weights == "enet" and not info.binary:
-        weight = torch.from_numpy(enet_class_weights([m for _, m in train_items], info.num_logits)).to(device)
-    elif cfg.class_weights not in ("enet", "none"):
-        raise DataError(f"unknown --class-weights {cfg.class_weights!r}; use enet or none")
-
-    loader = torch.utils.data.DataLoader(
-        _AugmentedSplit(train_items, train_transform(crop, info.ignore_index), meta),
-        batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_items) > cfg.batch_size, num_workers=0,
-        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=cuda,
-    )
-    spe = len(loader)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=choice.precision == "fp16" and cuda)
-    if cfg.schedule not in ("cosine", "onecycle"):
-        raise DataError(f"unknown --schedule {cfg.schedule!r}; use cosine or onecycle")
-
-    start_epoch, best, history, elapsed_before = 1, {"miou": -1.0, "epoch": 0}, [], 0.0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    ck = None
-    if cfg.resume:
-        if not last_path.is_file():
-            raise ArtifactError(f"--resume: no {last_path} to resume from; drop --resume to start fresh")
-        ck = load_checkpoint(last_path)
-        if ck["meta"]["arch"] != meta.arch:
-            raise ArtifactError(f"--resume: {last_path} has architecture {ck['meta']['arch']}, not {meta.arch}")
-        start_epoch, elapsed_before = ck["epoch"] + 1, float(ck.get("elapsed_s", 0.0))
-
-    def elapsed() -> float:
-        return elapsed_before + _clock() - t_start
-
-    budget_text = format_duration(budget) if budget else ""
-    costs, estimate = None, None  # costs: {"train_s", "val_s"} of one epoch, seconds
-    plan = (ck or {}).get("plan") or {}
-    if ck is None:
-        if budget and cfg.epochs > 1:  # (a bound of 1 epoch leaves nothing to choose)
-            costs = _measure_costs(model, loader, val_ds, n_val, meta, cfg, device, choice, info.ignore_index, weight)
-            epochs = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - elapsed(), 1, cfg.epochs, costs["train_s"],
-                                 costs["val_s"], cfg.val_every)
-            estimate = round(costs["train_s"] + costs["val_s"], 2)
-            log(f"time budget {budget_text}: epoch ~{_s(costs['train_s'] + costs['val_s'])} (train "
-                f"{_s(costs['train_s'])} + val {_s(costs['val_s'])}), {_s(elapsed())} used -> {epochs} epochs "
-                f"(at most {cfg.epochs}; planned to end by {1 - TIME_BUDGET_MARGIN:.0%} of the budget)")
+    check_config(cfg)
+    out = _run_folder(cfg)
+    with FolderLock(out, "training run", log):
+        _check_run_folder(out, cfg, log)
+        s = _setup(cfg, out, log)
+        st = _new_state(s, t_start)
+        if cfg.resume:
+            _restore(s, st, load_checkpoint(s.last_path))
         else:
-            epochs = cfg.epochs
-            if budget:
-                log(f"time budget {budget_text}: 1 epoch, the --epochs bound (nothing to plan)")
-        schedule_steps = epochs * spe
-    else:
-        epochs = min(cfg.epochs, plan.get("epochs", cfg.epochs)) if budget else cfg.epochs
-        schedule_steps = plan.get("schedule_steps", epochs * spe) if budget else epochs * spe
-    epochs_planned = plan.get("epochs_planned", epochs)
-    sched = _make_scheduler(opt, cfg, schedule_steps, spe)
-    warp = ScheduleWarp(schedule_steps)
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if plan.get("schedule_steps", schedule_steps) == schedule_steps:  # the same schedule: continue it
-            sched.load_state_dict(ck["scheduler"])
-        else:  # rebuilt for another --epochs (no budget): continue it at this step, as before
-            sched.last_epoch = (start_epoch - 1) * spe
-        scaler.load_state_dict(ck.get("scaler", {})) if ck.get("scaler") else None
-        best, history = ck["best"], ck["history"]
-        torch.set_rng_state(ck["torch_rng"])
-        np.random.set_state(ck["numpy_rng"])
-        random.setstate(ck["python_rng"])
-        if ck.get("loader_rng") is not None:
-            loader.generator.set_state(ck["loader_rng"])
-        # the remaining steps run the rest of the schedule, wherever it stood, to its end
-        end = sched.total_steps - 1 if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) else schedule_steps
-        warp = ScheduleWarp(int(end))
-        warp.fit((start_epoch - 1) * spe, sched.last_epoch, epochs * spe)
-        log(f"resumed from {last_path} at epoch {ck['epoch']} (best mIoU {best['miou']:.4f}, "
-            f"{elapsed_before:.0f} s of training so far)")
-        if budget and start_epoch <= epochs:
-            # the last epoch's measured costs (stored in last.pt); timed afresh for older checkpoints
-            costs = ck.get("costs") or _measure_costs(model, loader, val_ds, n_val, meta, cfg, device, choice,
-                                                      info.ignore_index, weight)
-            new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - elapsed(), start_epoch, epochs, costs["train_s"],
-                              costs["val_s"], cfg.val_every)
-            estimate = round(costs["train_s"] + costs["val_s"], 2)
-            log(f"time budget {budget_text}: {_s(elapsed())} used, epoch ~{_s(costs['train_s'] + costs['val_s'])} "
-                f"-> {new} epochs" + (f" instead of {epochs} (schedule compressed)" if new < epochs else ""))
-            if new < epochs:
-                epochs = new
-                warp.fit((start_epoch - 1) * spe, warp((start_epoch - 1) * spe), epochs * spe)
-
-    log(f"training {cfg.preset} U-Net ({count_parameters(model) / 1e6:.2f} M params) on {info.name} "
-        f"[{len(train_items)} train / {n_val} val], input {input_size[0]}x{input_size[1]}, crop {crop[0]}x{crop[1]}, "
-        f"{device}, {threads} threads, {precision_label(choice, device)} ({choice.reason})")
-    step = (start_epoch - 1) * spe
-    epoch = start_epoch
-    with make_progress() as prog:
-        ep_task = prog.add_task("epochs", total=epochs, completed=start_epoch - 1, status="")
-        while epoch <= epochs:
-            model.train()
-            it_task = prog.add_task(f"epoch {epoch}", total=spe, status="")
-            losses, te = [], _clock()
-            for x, y in loader:
-                loss = _train_step(model, opt, scaler, x, y, device, choice, info.ignore_index, weight, cfg.dice_weight)
-                step += 1
-                if not warp.identity:
-                    sched.last_epoch = warp(step) - 1  # step() adds the 1
-                sched.step()
-                losses.append(loss.item())
-                prog.update(it_task, advance=1, status=f"loss {np.mean(losses[-20:]):.3f}")
-            prog.remove_task(it_task)
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                   "epoch_seconds": round(_clock() - te, 1), "val_miou": None, "val_pixel_accuracy": None,
-                   "val_dice": None}
-            val_s = None
-            if epoch % cfg.val_every == 0 or epoch == epochs:
-                tv = _clock()
-                m = _validate(model, meta, val_ds, device, choice, cfg.limit)
-                val_s = _clock() - tv
-                row.update(val_miou=m["miou"], val_pixel_accuracy=m["pixel_accuracy"], val_dice=m["dice"])
-                if m["miou"] > best["miou"]:
-                    best = {"miou": m["miou"], "epoch": epoch, "metrics": m}
-                    _save(best_path, {"model": model.state_dict(), "meta": meta.with_(extra={"val_metrics": m, "epoch": epoch}).to_dict(), "epoch": epoch})
-            history.append(row)
-            # this epoch's cost (steps + best.pt; last.pt, log and plot are added below for the forecast)
-            costs = {"train_s": _clock() - te - (val_s or 0.0),
-                     "val_s": val_s if val_s is not None else (costs or {}).get("val_s", 0.0)}
-            _save(last_path, {
-                "model": model.state_dict(), "meta": meta.to_dict(), "epoch": epoch, "best": best, "history": history,
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-                "loader_rng": loader.generator.get_state(), "elapsed_s": elapsed(), "costs": costs,
-                "plan": {"epochs": epochs, "schedule_steps": warp.total, "epochs_planned": epochs_planned,
-                         "time_budget_s": budget},
-            })
-            _write_log(out / "log.csv", history)
-            _plot_curves(history, out / "curves.png")
-            prog.update(ep_task, advance=1, status=f"loss {row['train_loss']:.3f} val mIoU "
-                        f"{row['val_miou'] if row['val_miou'] is None else round(row['val_miou'], 4)} best {best['miou']:.4f}")
-            if not prog.console.is_terminal:
-                log(f"epoch {epoch}/{epochs} loss {row['train_loss']:.4f} val mIoU {row['val_miou']} "
-                    f"({row['epoch_seconds']}s)")
-            if budget and epoch < epochs:
-                # forecast with the epoch's full cost (steps, checkpoints, log, plot) and the latest validation
-                costs["train_s"] = _clock() - te - (val_s or 0.0)
-                forecast = elapsed() + _epochs_cost(epoch + 1, epochs, costs["train_s"], costs["val_s"], cfg.val_every)
-                if forecast > budget * (1 - TIME_BUDGET_MARGIN / 2):
-                    new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - elapsed(), epoch + 1, epochs,
-                                      costs["train_s"], costs["val_s"], cfg.val_every)
-                    over = elapsed() + _epochs_cost(epoch + 1, new, costs["train_s"], costs["val_s"],
-                                                    cfg.val_every) > budget
-                    log(f"time budget {budget_text}: epoch {epoch} took {_s(costs['train_s'] + (val_s or 0.0))}, "
-                        f"forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
-                        + (f"{new} epochs instead of {epochs} (rest of the schedule compressed)" if new < epochs
-                           else f"epoch {epochs} is the last one")
-                        + ("; the run may overshoot the budget by its last epoch" if over else ""))
-                    if new < epochs:
-                        epochs = new
-                        warp.fit(step, warp(step), epochs * spe)
-                        prog.update(ep_task, total=epochs)
-            epoch += 1
-    summary = {"best_miou": best["miou"], "best_epoch": best["epoch"], "epochs": epochs, "epochs_max": cfg.epochs,
-               "epochs_planned": epochs_planned, "time_budget_s": budget,
-               "epoch_estimate_s": estimate,
-               "seconds": round(_clock() - t_start, 1), "elapsed_s": round(elapsed(), 1),
-               "precision": choice.to_dict(), "threads": threads, "device": device, "host": host.to_dict(),
-               "best": str(best_path), "last": str(last_path)}
-    write_json_atomic(out / "summary.json", summary)
+            _clear_old_run(s)
+            _plan_fresh(s, st)
+        s.log(f"training {cfg.preset} U-Net ({count_parameters(st.model) / 1e6:.2f} M params) on {s.data.info.name} "
+              f"[{len(s.data.train_items)} train / {s.data.n_val} val], input {s.meta.input_size[0]}x"
+              f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}, {s.device}, {s.threads} threads, "
+              f"{precision_label(s.choice, s.device)} ({s.choice.reason})")
+        _run_epochs(s, st)
+        summary = {"best_miou": st.best["miou"], "best_epoch": st.best["epoch"], "epochs": st.epochs,
+                   "epochs_max": cfg.epochs, "epochs_planned": st.epochs_planned, "time_budget_s": s.budget,
+                   "epoch_estimate_s": st.estimate, "seconds": round(_clock() - t_start, 1),
+                   "elapsed_s": round(st.elapsed(), 1), "precision": s.choice.to_dict(), "threads": s.threads,
+                   "device": s.device, "host": s.host.to_dict(), "best": str(s.best_path), "last": str(s.last_path)}
+        write_json_atomic(out / "summary.json", summary)
     return summary
 
 
