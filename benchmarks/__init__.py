@@ -5,9 +5,11 @@ Accuracy (mIoU, per-class IoU, argmax agreement with the PyTorch FP32 baseline) 
 streaming FPS with per-stage ms) on the same real images, with host information, written as
 Markdown, JSON, CSV and PNG charts.
 
-Modules: :mod:`.runner` (:class:`BenchOptions`, :func:`run_bench`), :mod:`.plan` (the rows),
-:mod:`.timing` (latency statistics, memory probes), :mod:`.hostinfo`, :mod:`.report` (Markdown,
-JSON, CSV, console tables), :mod:`.plots` (PNG charts), :mod:`.compare` (reports of two hosts/runs).
+Modules: :mod:`.runner` (:class:`BenchOptions`, :func:`run_bench`, in named steps), :mod:`.plan`
+(the rows: :class:`~.plan.RowSpec`), :mod:`.records` (the typed records of a report: ``Row``,
+``Timing``, ``MemoryProbe``, ``StreamRow``, each with ``to_dict``/``from_dict``), :mod:`.timing`
+(latency statistics, memory probes), :mod:`.hostinfo`, :mod:`.report` (Markdown, JSON, CSV,
+console tables), :mod:`.plots` (PNG charts), :mod:`.compare` (reports of two hosts/runs).
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from unet_edge.errors import ArtifactError
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
 
 from .hostinfo import cpu_class_of, host_summary
+from .records import Row, rows_of
 from .report import _md_table, fmt, pct, pts
 from .runner import SCHEMA
 
@@ -38,40 +39,52 @@ def load_report(path: str | Path) -> dict:
         raise ArtifactError(f"cannot read benchmark report {p}: {e}") from e
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ArtifactError(f"{p} is not a unet-edge benchmark report (schema {SCHEMA}); produce one with `unet-edge bench`")
+    try:
+        if not isinstance(data.get("rows"), list) or not all(isinstance(r, dict) for r in data["rows"]):
+            raise TypeError("rows is not a list of dicts")
+        rows_of(data)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ArtifactError(f"{p} has malformed rows ({type(e).__name__}: {e}); re-run `unet-edge bench`") from e
     data.setdefault("_path", str(p))
     return data
 
 
-def _base_key(r: dict) -> str:
-    return "/".join([r["backend"], r["precision"]] + ([r["variant"]] if r.get("variant") else []))
+def _base_key(r: Row) -> str:
+    return "/".join([r.backend, r.precision] + ([r.variant] if r.variant else []))
 
 
-def _multi_device(reports: list[dict]) -> set[str]:
+def _multi_device(reports: list[list[Row]]) -> set[str]:
     """Base keys that some report has on more than one device: those are matched per device."""
     out = set()
-    for rep in reports:
+    for rows in reports:
         seen: dict[str, set] = {}
-        for r in rep["rows"]:
-            seen.setdefault(_base_key(r), set()).add(r["device"])
+        for r in rows:
+            seen.setdefault(_base_key(r), set()).add(r.device)
         out |= {k for k, devs in seen.items() if len(devs) > 1}
     return out
 
 
-def _keys(report: dict, multi: set[str]) -> dict[str, dict]:
+def _keys(rows: list[Row], multi: set[str]) -> dict[str, Row]:
     out = {}
-    for r in report["rows"]:
+    for r in rows:
         k = _base_key(r)
-        out.setdefault(f"{k}/{r['device']}" if k in multi else k, r)
+        out.setdefault(f"{k}/{r.device}" if k in multi else k, r)
     return out
 
 
-def _label(cells: list[dict | None]) -> str:
+def _label(cells: list[Row | None]) -> str:
     from .plan import BACKEND_NAMES
 
     c0 = next(c for c in cells if c)
-    devs = sorted({c["device"] for c in cells if c})
-    v = f" {c0['variant']}" if c0.get("variant") else ""
-    return f"{BACKEND_NAMES.get(c0['backend'], c0['backend'])} {c0['precision'].upper()}{v} ({' | '.join(devs)})"
+    devs = sorted({c.device for c in cells if c})
+    v = f" {c0.variant}" if c0.variant else ""
+    return f"{BACKEND_NAMES.get(c0.backend, c0.backend)} {c0.precision.upper()}{v} ({' | '.join(devs)})"
+
+
+def _ratios(cells: list[Row | None]) -> list[float | None]:
+    """p50 of each cell / p50 of the first (None where either did not run)."""
+    ref = cells[0].latency_ms.p50 if cells[0] and cells[0].ok else None
+    return [(c.latency_ms.p50 / ref if ref and c and c.ok else None) for c in cells]
 
 
 def compare_reports(reports: list[dict]) -> dict:
@@ -85,8 +98,9 @@ def compare_reports(reports: list[dict]) -> dict:
     """
     if len(reports) < 2:
         raise ArtifactError("--compare needs at least two bench.json reports")
-    multi = _multi_device(reports)
-    keyed = [_keys(r, multi) for r in reports]
+    typed = [rows_of(r) for r in reports]
+    multi = _multi_device(typed)
+    keyed = [_keys(r, multi) for r in typed]
     order: list[str] = []
     for k in keyed:
         for key in k:
@@ -95,10 +109,8 @@ def compare_reports(reports: list[dict]) -> dict:
     rows = []
     for key in order:
         cells = [k.get(key) for k in keyed]
-        label = _label(cells)
-        ref = cells[0]["latency_ms"]["p50"] if cells[0] and cells[0]["status"] == "ok" else None
-        ratio = [(c["latency_ms"]["p50"] / ref if ref and c and c["status"] == "ok" else None) for c in cells]
-        rows.append({"key": key, "label": label, "cells": cells, "ratio_p50": ratio})
+        rows.append({"key": key, "label": _label(cells), "cells": [c.to_dict() if c else None for c in cells],
+                     "ratio_p50": _ratios(cells)})
     warnings = []
     for name in COMPARABLE:
         vals = [json.dumps(r["settings"].get(name)) for r in reports]
@@ -117,6 +129,11 @@ def compare_reports(reports: list[dict]) -> dict:
     return {"reports": meta, "rows": rows, "warnings": warnings}
 
 
+def _cells(row: dict) -> list[Row | None]:
+    """The cells of a comparison row (row dicts, as in ``compare.json``) as :class:`Row` records."""
+    return [Row.from_dict(c) if c else None for c in row["cells"]]
+
+
 def to_markdown(cmp: dict) -> str:
     """The comparison as Markdown: one table, per report p50 ms / FPS@1 / mIoU / speedup and the
     p50 ratio to the first report."""
@@ -133,14 +150,13 @@ def to_markdown(cmp: dict) -> str:
     body = []
     for row in cmp["rows"]:
         line = [row["label"]]
-        for i, c in enumerate(row["cells"]):
+        for i, c in enumerate(_cells(row)):
             if c is None:
                 line += ["n/a"] * 4
-            elif c["status"] != "ok":
-                line += [c["status"], "-", "-", "-"]
+            elif not c.ok:
+                line += [c.status, "-", "-", "-"]
             else:
-                line += [fmt(c["latency_ms"]["p50"]), fmt(c.get("fps_b1"), 1), fmt(c.get("miou"), 4),
-                         fmt(c.get("speedup"), 2, "x")]
+                line += [fmt(c.latency_ms.p50), fmt(c.fps_b1, 1), fmt(c.miou, 4), fmt(c.speedup, 2, "x")]
             if i:
                 line.append(fmt(row["ratio_p50"][i], 2, "x"))
         body.append(line)
@@ -149,10 +165,11 @@ def to_markdown(cmp: dict) -> str:
           "p50 speedup over its own baseline.", ""]
     acc = []
     for row in cmp["rows"]:
-        ok = [c for c in row["cells"] if c and c["status"] == "ok" and c.get("miou") is not None]
+        cells = _cells(row)
+        ok = [c for c in cells if c and c.ok and c.miou is not None]
         if len(ok) >= 2:
-            acc.append([row["label"]] + [fmt(c.get("miou"), 4) if c and c["status"] == "ok" else "-" for c in row["cells"]]
-                       + [pts(ok[-1]["miou"] - ok[0]["miou"])])
+            acc.append([row["label"]] + [fmt(c.miou, 4) if c and c.ok else "-" for c in cells]
+                       + [pts(ok[-1].miou - ok[0].miou)])
     if acc:
         L += ["## Accuracy", "", _md_table(["Backend / precision"] + [f"#{i + 1} mIoU" for i in range(len(reps))]
                                            + ["last - first pt"], acc), ""]
@@ -173,12 +190,11 @@ def rich_table(cmp: dict):
             t.add_column(f"#{i + 1} {c}", justify="right")
     for row in cmp["rows"]:
         cells = [row["label"]]
-        for i, c in enumerate(row["cells"]):
-            if c is None or c["status"] != "ok":
-                cells += ["n/a" if c is None else c["status"], "-", "-", "-"]
+        for i, c in enumerate(_cells(row)):
+            if c is None or not c.ok:
+                cells += ["n/a" if c is None else c.status, "-", "-", "-"]
             else:
-                cells += [fmt(c["latency_ms"]["p50"]), fmt(c.get("fps_b1"), 1), fmt(c.get("miou"), 4),
-                          pct(c.get("agreement"))]
+                cells += [fmt(c.latency_ms.p50), fmt(c.fps_b1, 1), fmt(c.miou, 4), pct(c.agreement)]
             if i:
                 cells.append(fmt(row["ratio_p50"][i], 2, "x"))
         t.add_row(*cells)

@@ -75,6 +75,42 @@ def _gpu(probe: HostInfo) -> dict | None:
     return info
 
 
+def _cpu(probe: HostInfo, p: dict) -> dict:
+    """The report's ``cpu`` record: the probe's, with this architecture's flags as booleans and the governor."""
+    gov = None
+    try:
+        gov = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        pass
+    arm = probe.is_arm64
+    return {"model": p["cpu_model"],
+            "flags": {f: (f in probe.flags) for f in KNOWN_FLAGS if f in probe.flags or (f in ARM_FLAGS) == arm},
+            "all_speed_flags": p["flags"], "cores_physical": p["cores_physical"], "cores_logical": p["cores_logical"],
+            "affinity": p["affinity"], "default_threads": p["default_threads"], "governor": gov}
+
+
+def _versions(p: dict) -> dict:
+    """Library versions (None: not installed)."""
+    versions = {"python": p["versions"].get("python") or platform.python_version(), "torch": p["versions"].get("torch"),
+                "onnxruntime": p["versions"].get("onnxruntime")}
+    for key, mod in (("onnx", "onnx"), ("opencv", "cv2"), ("numpy", "numpy"), ("matplotlib", "matplotlib")):
+        versions[key] = _version(mod)
+    versions["tensorrt"] = p["tensorrt"]
+    return versions
+
+
+def _torch_info(p: dict) -> dict:
+    """PyTorch's CPU kernel level, oneDNN and thread count."""
+    torch_info: dict = {"cpu_capability": p["torch_cpu_capability"]}
+    try:
+        import torch
+
+        torch_info.update(mkldnn=torch.backends.mkldnn.is_available(), num_threads=torch.get_num_threads())
+    except Exception:  # noqa: BLE001
+        pass
+    return torch_info
+
+
 def host_info(repo: str | Path | None = None, probe: HostInfo | None = None) -> dict:
     """Describe this host for a benchmark report.
 
@@ -97,28 +133,6 @@ def host_info(repo: str | Path | None = None, probe: HostInfo | None = None) -> 
     probe = probe or probe_host()
     p = probe.to_dict()
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
-    gov = None
-    try:
-        gov = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
-    except OSError:
-        pass
-    arm = probe.is_arm64
-    cpu = {"model": p["cpu_model"],
-           "flags": {f: (f in probe.flags) for f in KNOWN_FLAGS if f in probe.flags or (f in ARM_FLAGS) == arm},
-           "all_speed_flags": p["flags"], "cores_physical": p["cores_physical"], "cores_logical": p["cores_logical"],
-           "affinity": p["affinity"], "default_threads": p["default_threads"], "governor": gov}
-    versions = {"python": p["versions"].get("python") or platform.python_version(), "torch": p["versions"].get("torch"),
-                "onnxruntime": p["versions"].get("onnxruntime")}
-    for key, mod in (("onnx", "onnx"), ("opencv", "cv2"), ("numpy", "numpy"), ("matplotlib", "matplotlib")):
-        versions[key] = _version(mod)
-    versions["tensorrt"] = p["tensorrt"]
-    torch_info: dict = {"cpu_capability": p["torch_cpu_capability"]}
-    try:
-        import torch
-
-        torch_info.update(mkldnn=torch.backends.mkldnn.is_available(), num_threads=torch.get_num_threads())
-    except Exception:  # noqa: BLE001
-        pass
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "hostname": platform.node(),
@@ -127,12 +141,12 @@ def host_info(repo: str | Path | None = None, probe: HostInfo | None = None) -> 
         "cpu_class": p["cpu_class"],
         "int8_family": p["int8_family"],
         "native_bf16": p["native_bf16"],
-        "cpu": cpu,
+        "cpu": _cpu(probe, p),
         "memory_gb": round(psutil.virtual_memory().total / 1e9, 2),
         "load_avg": load_avg(),
         "gpu": _gpu(probe),
-        "versions": versions,
-        "torch": torch_info,
+        "versions": _versions(p),
+        "torch": _torch_info(p),
         "onnxruntime_providers": p["ort_providers"] or None,
         "git": _git(repo),
         "probe": p,

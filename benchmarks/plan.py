@@ -158,6 +158,29 @@ def int8_host_note(meta: ModelMeta, host: HostInfo) -> str | None:
             "re-export here (unet-edge export --int8)")
 
 
+@dataclass
+class _Inputs:
+    """What the rows are planned from: the files, their kinds and metadata, the checkpoint for the
+    PyTorch rows, the benchmark input size and the host."""
+
+    files: list[Path]
+    kinds: dict[Path, str]
+    metas: dict[Path, ModelMeta]
+    checkpoint: str | None
+    size: tuple[int, int]
+    host: HostInfo
+    emulated: bool
+    cpu_skip: str | None  #: why every CPU row is skipped (None: CPU rows run)
+    gpu_skip: str | None  #: why every GPU row is skipped (None: GPU rows run)
+
+    def of_kind(self, kind: str) -> list[Path]:
+        return [p for p in self.files if self.kinds[p] == kind]
+
+
+NO_CHECKPOINT = ("no checkpoint given (and no source_checkpoint in the exported metadata exists here); "
+                 "pass best.pt for the PyTorch rows")
+
+
 def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int, int] | None = None,
               emulated: bool = False, host: HostInfo | None = None) -> Plan:
     """Plan the benchmark matrix.
@@ -181,18 +204,50 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
         BackendUnavailableError: ``device="cuda"`` without a CUDA device.
     """
     host = host or probe_host()
-    if device not in ("cpu", "cuda", "auto"):
-        raise BackendUnavailableError(f"--device must be cpu, cuda or auto; got {device!r}")
-    cuda_ok = host.cuda_available
-    if device == "cuda" and not cuda_ok:
-        raise BackendUnavailableError("--device cuda but this PyTorch has no CUDA device "
-                                      "(torch.cuda.is_available() is False); use --device cpu or auto")
+    _check_device(device, host)
     files = expand_artifacts(artifacts)
     kinds = {p: artifact_kind(p) for p in files}
     metas = {p: read_meta(p) for p in files}
     _same_model(metas)
-    notes: list[str] = []
+    checkpoint, notes = _find_checkpoint(files, kinds, metas)
+    meta = metas[Path(checkpoint)] if checkpoint else next(iter(metas.values()))
+    size = tuple(input_size) if input_size else tuple(meta.input_size)
+    src = _Inputs(files, kinds, metas, checkpoint, size, host, emulated, cpu_skip=_cpu_skip(device),
+                  gpu_skip=_gpu_skip(device, host))
+    rows = (_pytorch_cpu_rows(src) + _torchscript_rows(src) + _onnx_cpu_rows(src)
+            + _pytorch_cuda_rows(src) + _onnx_cuda_rows(src) + _tensorrt_rows(src))
+    _dedupe(rows)
+    if not any(r.status == "planned" for r in rows):
+        notes.append("no row can run on this host")
+    return Plan(rows=rows, meta=meta, checkpoint=checkpoint, input_size=size, notes=notes,
+                artifacts=[str(p) for p in files])
 
+
+def _check_device(device: str, host: HostInfo) -> None:
+    if device not in ("cpu", "cuda", "auto"):
+        raise BackendUnavailableError(f"--device must be cpu, cuda or auto; got {device!r}")
+    if device == "cuda" and not host.cuda_available:
+        raise BackendUnavailableError("--device cuda but this PyTorch has no CUDA device "
+                                      "(torch.cuda.is_available() is False); use --device cpu or auto")
+
+
+def _cpu_skip(device: str) -> str | None:
+    return None if device in ("cpu", "auto") else "not requested (--device cuda)"
+
+
+def _gpu_skip(device: str, host: HostInfo) -> str | None:
+    if not host.cuda_available:
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    if device not in ("cuda", "auto"):
+        return "not requested (--device cpu)"
+    return None
+
+
+def _find_checkpoint(files: list[Path], kinds: dict, metas: dict) -> tuple[str | None, list[str]]:
+    """(the checkpoint of the PyTorch rows, notes): the one given, else an existing
+    ``source_checkpoint`` of the exported metadata (its metadata is added to ``metas``, checked
+    to be the same model). Raises ArtifactError for more than one checkpoint."""
+    notes: list[str] = []
     ckpts = [p for p in files if kinds[p] == "checkpoint"]
     if len(ckpts) > 1:
         raise ArtifactError(f"{len(ckpts)} checkpoints given ({', '.join(map(str, ckpts))}); give one: the "
@@ -210,100 +265,103 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
     elif sources and all(Path(s).resolve() != Path(checkpoint).resolve() for s in sources):
         notes.append(f"the exported artifacts record source checkpoint(s) {', '.join(sorted(sources))}, not "
                      f"{checkpoint}: argmax agreement shows whether the weights match")
-    meta = metas[Path(checkpoint)] if checkpoint else next(iter(metas.values()))
-    size = tuple(input_size) if input_size else tuple(meta.input_size)
+    return checkpoint, notes
 
-    cpu_on = device in ("cpu", "auto")
-    gpu_on = device in ("cuda", "auto") and cuda_ok
-    rows: list[RowSpec] = []
 
-    def gpu_skip_reason() -> str | None:
-        if not cuda_ok:
-            return "no CUDA device (torch.cuda.is_available() is False)"
-        if not gpu_on:
-            return "not requested (--device cpu)"
-        return None
-
-    cpu_skip = None if cpu_on else "not requested (--device cuda)"
-    no_ckpt = ("no checkpoint given (and no source_checkpoint in the exported metadata exists here); "
-               "pass best.pt for the PyTorch rows")
-
-    # --- CPU rows
+def _pytorch_cpu_rows(src: _Inputs) -> list[RowSpec]:
+    """PyTorch eager FP32 and BF16 on the CPU (BF16 skipped where only emulated, unless asked)."""
+    host, rows = src.host, []
     for prec in ("fp32", "bf16"):
-        r = RowSpec("pytorch", prec, "cpu", checkpoint, load_precision=prec)
-        if cpu_skip:
-            r.status, r.reason = "skipped", cpu_skip
-        elif not checkpoint:
-            r.status, r.reason = "skipped", no_ckpt
-        elif prec == "bf16" and not host.native_bf16 and not emulated:
+        r = RowSpec("pytorch", prec, "cpu", src.checkpoint, load_precision=prec)
+        if src.cpu_skip:
+            r.status, r.reason = "skipped", src.cpu_skip
+        elif not src.checkpoint:
+            r.status, r.reason = "skipped", NO_CHECKPOINT
+        elif prec == "bf16" and not host.native_bf16 and not src.emulated:
             r.status, r.reason = "skipped", f"not timed: {EMULATED_BF16_COST} (--emulated times it anyway)"
         elif prec == "bf16":
             r.notes.append("autocast bf16" + ("" if host.native_bf16 else
                                               f"; emulated on this {host.cpu_class} CPU (no bf16 arithmetic): slow"))
         rows.append(r)
-    ts_files = [p for p in files if kinds[p] == "torchscript"]
-    for p in ts_files:
+    return rows
+
+
+def _torchscript_rows(src: _Inputs) -> list[RowSpec]:
+    """One TorchScript FP32 row per file (skipped when traced at another size), or one skipped row."""
+    size, rows = src.size, []
+    for p in src.of_kind("torchscript"):
         r = RowSpec("torchscript", "fp32", "cpu", str(p), load_precision="fp32")
-        if cpu_skip:
-            r.status, r.reason = "skipped", cpu_skip
-        elif tuple(metas[p].input_size) != size:
-            r.status, r.reason = "skipped", (f"traced at {metas[p].input_size[0]}x{metas[p].input_size[1]}, "
+        traced = tuple(src.metas[p].input_size)
+        if src.cpu_skip:
+            r.status, r.reason = "skipped", src.cpu_skip
+        elif traced != size:
+            r.status, r.reason = "skipped", (f"traced at {traced[0]}x{traced[1]}, "
                                              f"benchmark input {size[0]}x{size[1]}")
         rows.append(r)
-    if not ts_files:
+    if not rows:
         rows.append(RowSpec("torchscript", "fp32", "cpu", status="skipped",
-                            reason=cpu_skip or "no TorchScript given (unet-edge export writes model.ts)"))
-    onnx_files = [p for p in files if kinds[p] == "onnx"]
-    onnx_rows = _onnx_rows(onnx_files, metas, "cpu", size, cpu_skip)
-    for r in onnx_rows:
-        note = int8_host_note(metas[Path(r.path)], host) if r.path else None
+                            reason=src.cpu_skip or "no TorchScript given (unet-edge export writes model.ts)"))
+    return rows
+
+
+def _onnx_cpu_rows(src: _Inputs) -> list[RowSpec]:
+    """ONNX Runtime rows on the CPU; a CPU INT8 file made for another INT8 kernel family is noted."""
+    rows = _onnx_rows(src.of_kind("onnx"), src.metas, "cpu", src.size, src.cpu_skip)
+    for r in rows:
+        note = int8_host_note(src.metas[Path(r.path)], src.host) if r.path else None
         if note:
             r.notes.append(note)
-    rows += onnx_rows
+    return rows
 
-    # --- GPU rows
-    g = gpu_skip_reason()
-    cc = host.cuda_capability(0)
+
+def _pytorch_cuda_rows(src: _Inputs) -> list[RowSpec]:
+    """PyTorch eager FP32, FP16 and BF16 on the GPU (BF16 below compute capability 8.0 is emulated)."""
+    cc = src.host.cuda_capability(0)
     cc_name = f"compute capability {cc[0]}.{cc[1]}" if cc else "unknown compute capability"
     bf16_native = cuda_native_bf16(cc)
+    rows = []
     for prec in ("fp32", "fp16", "bf16"):
-        r = RowSpec("pytorch", prec, "cuda", checkpoint, load_precision=prec)
-        if g:
-            r.status, r.reason = "skipped", g
-        elif not checkpoint:
-            r.status, r.reason = "skipped", no_ckpt
-        elif prec == "bf16" and not bf16_native and not emulated:
+        r = RowSpec("pytorch", prec, "cuda", src.checkpoint, load_precision=prec)
+        if src.gpu_skip:
+            r.status, r.reason = "skipped", src.gpu_skip
+        elif not src.checkpoint:
+            r.status, r.reason = "skipped", NO_CHECKPOINT
+        elif prec == "bf16" and not bf16_native and not src.emulated:
             r.status, r.reason = "skipped", (f"not timed: {cc_name} has no bf16 tensor cores (from 8.0), so bf16 "
                                              "autocast is emulated and slow (--emulated times it anyway)")
         elif prec != "fp32":
             r.notes.append(f"autocast {prec}" + ("" if prec == "fp16" or bf16_native else f"; emulated on {cc_name}: slow"))
         rows.append(r)
-    if gpu_on and onnx_files:
-        if "CUDAExecutionProvider" in host.ort_providers:
-            rows += [r for r in _onnx_rows(onnx_files, metas, "cuda", size, None) if r.path]
-        else:
-            rows.append(RowSpec("onnxruntime", "fp32", "cuda", status="skipped",
-                                reason="ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)"))
-    engines = [p for p in files if kinds[p] == "engine"]
-    trt_ok = tensorrt_installed()
+    return rows
+
+
+def _onnx_cuda_rows(src: _Inputs) -> list[RowSpec]:
+    """ONNX Runtime rows on the GPU, only for the files given and only when GPU rows run."""
+    onnx_files = src.of_kind("onnx")
+    if src.gpu_skip or not onnx_files:
+        return []
+    if "CUDAExecutionProvider" not in src.host.ort_providers:
+        return [RowSpec("onnxruntime", "fp32", "cuda", status="skipped",
+                        reason="ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")]
+    return [r for r in _onnx_rows(onnx_files, src.metas, "cuda", src.size, None) if r.path]
+
+
+def _tensorrt_rows(src: _Inputs) -> list[RowSpec]:
+    """One row per engine given, and a skipped row for each of :data:`TRT_PRECISIONS` without one."""
+    engines = src.of_kind("engine")
+    blockers = [x for x in (src.gpu_skip, None if tensorrt_installed() else "TensorRT not installed") if x]
+    rows = []
     for p in engines:
-        r = RowSpec("tensorrt", metas[p].precision, "cuda", str(p))
-        reasons = [x for x in (g, None if trt_ok else "TensorRT not installed") if x]
-        if reasons:
-            r.status, r.reason = "skipped", "; ".join(reasons)
+        r = RowSpec("tensorrt", src.metas[p].precision, "cuda", str(p))
+        if blockers:
+            r.status, r.reason = "skipped", "; ".join(blockers)
         rows.append(r)
-    have = {metas[p].precision for p in engines}
+    have = {src.metas[p].precision for p in engines}
     for prec in TRT_PRECISIONS:
         if prec not in have:
-            reasons = [x for x in (g, None if trt_ok else "TensorRT not installed") if x]
-            reasons.append(f"no {prec.upper()} engine given")
-            rows.append(RowSpec("tensorrt", prec, "cuda", status="skipped", reason="; ".join(reasons)))
-
-    _dedupe(rows)
-    if not any(r.status == "planned" for r in rows):
-        notes.append("no row can run on this host")
-    return Plan(rows=rows, meta=meta, checkpoint=checkpoint, input_size=size, notes=notes,
-                artifacts=[str(p) for p in files])
+            rows.append(RowSpec("tensorrt", prec, "cuda", status="skipped",
+                                reason="; ".join(blockers + [f"no {prec.upper()} engine given"])))
+    return rows
 
 
 def _onnx_rows(onnx_files: list[Path], metas: dict, device: str, size: tuple[int, int], skip: str | None) -> list[RowSpec]:

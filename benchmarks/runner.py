@@ -31,12 +31,13 @@ from typing import Callable
 
 import numpy as np
 
-from unet_edge.errors import BackendUnavailableError, DataError, UnetEdgeError
+from unet_edge.errors import BackendUnavailableError, DataError, UnetEdgeError, UsageError
 from unet_edge.host import resolve_threads
 
 from .hostinfo import host_info, load_avg
 from .plan import Plan, RowSpec, plan_rows
-from .timing import MB, Timer, fps_from_ms, latency_stats, measure_memory, time_calls
+from .records import Row, StreamRow, Timing
+from .timing import MB, MemorySpec, Timer, fps_from_ms, measure_memory, time_calls
 
 SCHEMA = "unet-edge-bench/1"
 
@@ -105,6 +106,9 @@ class BenchOptions:
 
 @dataclass
 class _Ctx:
+    """State shared by the steps of one :func:`run_bench`: the options, the plan, the input pool
+    and split, the baseline's labels once measured, the report notes and the specs by row id."""
+
     opts: BenchOptions
     plan: Plan
     size: tuple[int, int]
@@ -115,6 +119,7 @@ class _Ctx:
     base_labels: np.ndarray | None = None
     base_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    specs: dict[str, RowSpec] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -192,36 +197,38 @@ def _interleaved_latency(loaded: list[tuple[RowSpec, object]], ctx: _Ctx) -> dic
     return out
 
 
-def _measure(spec: RowSpec, backend, samples_ms: list[float], ctx: _Ctx) -> dict:
-    """Given the row's batch-1 samples, the rest of one row: batch-N latency and accuracy.
-    Raises what the backend raises."""
+def _batch_iters(opts: BenchOptions) -> int:
+    """Timed calls at the larger batch."""
+    return opts.batch_iters or max(5, opts.iters // opts.batch)
+
+
+def _batch_warmup(opts: BenchOptions) -> int:
+    """Untimed calls before the larger-batch timing."""
+    return max(2, math.ceil(opts.warmup / opts.batch))
+
+
+def _batch_latency(spec: RowSpec, backend, timer: Timer, ctx: _Ctx,
+                   notes: list[str]) -> tuple[Timing | None, list[float] | None]:
+    """(latency, samples in ms) of ``opts.batch``-image calls; (None, None) at batch 1 (the caller
+    reuses the batch-1 latency) or when a static-batch graph cannot run that batch. A static batch
+    is noted in ``notes``. Raises what the backend raises."""
+    bn = ctx.opts.batch
+    if bn == 1:
+        return None, None
+    if spec.static_batch and bn % spec.static_batch:
+        notes.append(f"static batch {spec.static_batch}: batch {bn} not a multiple, not timed")
+        return None, None
+    samples = time_calls(backend.infer, _batches(ctx.pool, bn), _batch_iters(ctx.opts), _batch_warmup(ctx.opts), timer)
+    if spec.static_batch and spec.static_batch < bn:
+        notes.append(f"static batch {spec.static_batch}: batch {bn} runs as {bn // spec.static_batch} chunks")
+    return Timing.of(samples), [round(v, 4) for v in samples]
+
+
+def _accuracy_pass(spec: RowSpec, backend, ctx: _Ctx) -> tuple[dict | None, np.ndarray | None]:
+    """(metrics of :func:`unet_edge.evaluate.evaluate` on the split, or None without a dataset;
+    the predicted labels, uint8 (N, H, W), of every image seen: the split's, else the pool's)."""
     from unet_edge.preprocess import labels_from_logits
 
-    opts = ctx.opts
-    out: dict = {}
-    timer = Timer(backend.device)
-    out["timer"] = timer.kind
-    b1 = [ctx.pool[i : i + 1] for i in range(len(ctx.pool))]
-    out["samples_ms"] = [round(v, 4) for v in samples_ms]
-    out["latency_ms"] = latency_stats(samples_ms)
-    bn = opts.batch
-    b_iters = opts.batch_iters or max(5, opts.iters // bn)
-    b_warm = max(2, math.ceil(opts.warmup / bn))
-    out["batch"] = bn
-    if bn > 1:
-        if spec.static_batch and bn % spec.static_batch:
-            out["batch_latency_ms"] = None
-            spec.notes.append(f"static batch {spec.static_batch}: batch {bn} not a multiple, not timed")
-        else:
-            sn = time_calls(backend.infer, _batches(ctx.pool, bn), b_iters, b_warm, timer)
-            out["batch_samples_ms"] = [round(v, 4) for v in sn]
-            out["batch_latency_ms"] = latency_stats(sn)
-            if spec.static_batch and spec.static_batch < bn:
-                spec.notes.append(f"static batch {spec.static_batch}: batch {bn} runs as "
-                                  f"{bn // spec.static_batch} chunks")
-    else:
-        out["batch_latency_ms"] = out["latency_ms"]
-    # accuracy pass
     preds: list[np.ndarray] = []
 
     def recording_infer(x: np.ndarray) -> np.ndarray:
@@ -229,35 +236,67 @@ def _measure(spec: RowSpec, backend, samples_ms: list[float], ctx: _Ctx) -> dict
         preds.append(labels_from_logits(y))
         return y
 
+    metrics = None
     if ctx.dataset is not None:
         from unet_edge.evaluate import evaluate
 
         meta = backend.meta.with_(input_size=ctx.size)
-        m = evaluate(recording_infer, ctx.dataset, meta, batch_size=spec.static_batch or opts.eval_batch, limit=opts.limit,
-                     progress=opts.progress, description=f"mIoU {spec.id}")
-        out.update(miou=m["miou"], pixel_accuracy=m["pixel_accuracy"], dice=m.get("dice"),
-                   per_class_iou=m["per_class_iou"], eval_images=m["images"])
+        metrics = evaluate(recording_infer, ctx.dataset, meta, batch_size=spec.static_batch or ctx.opts.eval_batch,
+                           limit=ctx.opts.limit, progress=ctx.opts.progress, description=f"mIoU {spec.id}")
     else:
-        for x in b1:
-            recording_infer(x)
-    labels = np.concatenate(preds) if preds else None
+        for i in range(len(ctx.pool)):
+            recording_infer(ctx.pool[i : i + 1])
+    return metrics, (np.concatenate(preds) if preds else None)
+
+
+def label_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
+    """(fraction of pixels whose class id is equal in two label maps of one shape, pixels compared).
+
+    The same computation as the ``argmax_agreement`` of ``unet_edge.export.onnx_export.parity``;
+    meant to move to ``unet_edge.metrics`` so that both use one function.
+
+    Raises:
+        ValueError: the shapes differ or the maps are empty.
+    """
+    if reference.shape != candidate.shape or reference.size == 0:
+        raise ValueError(f"label maps of shapes {reference.shape} and {candidate.shape}: need one non-empty shape")
+    return float((reference == candidate).mean()), int(reference.size)
+
+
+def _measure(spec: RowSpec, backend, samples_ms: list[float], row: Row, ctx: _Ctx) -> None:
+    """Given the row's batch-1 samples, measure the rest of one row (batch-N latency, accuracy,
+    agreement with the baseline) and fill ``row`` in, status ``ok``. The first FP32 row measured
+    becomes the baseline of the agreement (see :func:`_measure_order`). Raises what the backend
+    raises, leaving ``row``'s measurements empty."""
+    timer = Timer(backend.device)
+    latency = Timing.of(samples_ms)
+    notes = list(row.notes)
+    batch_latency, batch_samples = _batch_latency(spec, backend, timer, ctx, notes)
+    metrics, labels = _accuracy_pass(spec, backend, ctx)
     if ctx.base_id is None and spec.precision == "fp32":
-        ctx.base_labels, ctx.base_id = labels, spec.id  # the first FP32 row measured (see _measure_order)
+        ctx.base_labels, ctx.base_id = labels, spec.id
+    agreement = None
     if ctx.base_labels is not None and labels is not None and labels.shape == ctx.base_labels.shape:
-        out["agreement"] = float((labels == ctx.base_labels).mean())
-        out["agreement_pixels"] = int(labels.size)
-    return out
+        agreement = label_agreement(ctx.base_labels, labels)
+    row.notes, row.timer, row.samples_ms, row.latency_ms = notes, timer.kind, [round(v, 4) for v in samples_ms], latency
+    row.batch = ctx.opts.batch
+    row.batch_latency_ms = latency if ctx.opts.batch == 1 else batch_latency
+    row.batch_samples_ms = batch_samples
+    if metrics is not None:
+        row.miou, row.pixel_accuracy, row.dice = metrics["miou"], metrics["pixel_accuracy"], metrics.get("dice")
+        row.per_class_iou, row.eval_images = metrics["per_class_iou"], metrics["images"]
+    if agreement is not None:
+        row.agreement, row.agreement_pixels = agreement
+    row.status = "ok"
 
 
-def _row_dict(spec: RowSpec) -> dict:
+def _row_of(spec: RowSpec) -> Row:
+    """The row of a planned spec, before measurement (size of its artifact in MB)."""
     size = Path(spec.path).stat().st_size / MB if spec.path and Path(spec.path).is_file() else None
-    return {"id": spec.id, "label": spec.label, "backend": spec.backend, "precision": spec.precision,
-            "device": spec.device, "variant": spec.variant, "status": spec.status, "reason": spec.reason,
-            "artifact": spec.path, "size_mb": round(size, 3) if size is not None else None,
-            "static_batch": spec.static_batch, "baseline": False, "best": False, "notes": spec.notes,
-            "latency_ms": None, "batch_latency_ms": None, "fps_b1": None, "fps_batch": None, "speedup": None,
-            "speedup_batch": None, "miou": None, "delta_miou": None, "agreement": None, "per_class_iou": None,
-            "memory": None}
+    return Row(id=spec.id, label=spec.label, backend=spec.backend, precision=spec.precision, device=spec.device,
+               variant=spec.variant, status=spec.status, reason=spec.reason, artifact=spec.path,
+               size_mb=round(size, 3) if size is not None else None, static_batch=spec.static_batch,
+               notes=list(spec.notes))
 
 
 def _measure_order(spec: RowSpec) -> int:
@@ -268,42 +307,133 @@ def _measure_order(spec: RowSpec) -> int:
     return 2 if spec.precision == "fp32" else 3
 
 
-def _finish_rows(rows: list[dict], base_id: str | None, opts: BenchOptions, notes: list[str]) -> tuple[dict | None, dict | None]:
-    base = next((r for r in rows if r["id"] == base_id and r["status"] == "ok"), None)
+def _fail(row: Row, e: Exception, step: str, ctx: _Ctx) -> None:
+    """Mark a row that raised: ``skipped`` for a backend this host lacks, else ``failed``; logs it."""
+    if isinstance(e, BackendUnavailableError):
+        row.status, row.reason = "skipped", str(e)
+    else:  # any backend error fails this row only, reported in it
+        row.status, row.reason = "failed", f"{type(e).__name__}: {e}"
+    ctx.log(f"{step} {row.label}: {row.status}: {row.reason}")
+
+
+@dataclass
+class _Loaded:
+    """A runnable row whose backend is loaded; ``step`` is its ``(i/n)`` progress prefix."""
+
+    step: str
+    spec: RowSpec
+    row: Row
+    backend: object
+
+
+def _load_rows(runnable: list[RowSpec], ctx: _Ctx) -> tuple[list[Row], list[_Loaded]]:
+    """Rows of the runnable specs (in measurement order) and those whose backend loaded."""
+    rows, loaded = [], []
+    for i, spec in enumerate(runnable):
+        row = _row_of(spec)
+        rows.append(row)
+        step = f"({i + 1}/{len(runnable)})"
+        try:
+            backend, row.load_s = _load(spec, ctx)
+            loaded.append(_Loaded(step, spec, row, backend))
+        except Exception as e:  # noqa: BLE001
+            _fail(row, e, step, ctx)
+    return rows, loaded
+
+
+def _time_rows(loaded: list[_Loaded], ctx: _Ctx) -> None:
+    """Batch-1 latency of every loaded row in interleaved rounds, then the rest of each row, one at
+    a time; every backend is closed after its row (and, whatever happens, at the end)."""
+    opts = ctx.opts
+    try:
+        ctx.log(f"batch-1 latency: {len(loaded)} rows x {opts.iters} calls in "
+                f"{max(1, min(opts.rounds, opts.iters))} interleaved rounds")
+        samples = _interleaved_latency([(x.spec, x.backend) for x in loaded], ctx)
+        for x in loaded:
+            try:
+                if isinstance(samples[x.spec.id], Exception):
+                    raise samples[x.spec.id]
+                _measure(x.spec, x.backend, samples[x.spec.id], x.row, ctx)
+                lat = x.row.latency_ms
+                acc = f", mIoU {x.row.miou:.4f}" if x.row.miou is not None else ""
+                ctx.log(f"{x.step} {x.spec.label}: p50 {lat.p50:.2f} ms, p90 {lat.p90:.2f} ms{acc}")
+            except Exception as e:  # noqa: BLE001
+                _fail(x.row, e, x.step, ctx)
+            finally:
+                x.backend.close()
+    finally:
+        for x in loaded:
+            x.backend.close()
+
+
+def _measure_rows(plan: Plan, ctx: _Ctx) -> list[Row]:
+    """Every row of the plan, in plan order: the runnable ones measured (FP32 first, see
+    :func:`_measure_order`), the skipped ones with their reasons."""
+    runnable = sorted((r for r in plan.rows if r.status == "planned"), key=_measure_order)
+    rows, loaded = _load_rows(runnable, ctx)
+    _time_rows(loaded, ctx)
+    rows += [_row_of(spec) for spec in plan.rows if spec.status == "skipped"]
+    order = {s.id: k for k, s in enumerate(plan.rows)}
+    rows.sort(key=lambda r: order.get(r.id, 1 << 30))
+    return rows
+
+
+def _memory_rows(rows: list[Row], ctx: _Ctx) -> None:
+    """The memory pass, after all latency runs: one probe per row that ran (``opts.memory``)."""
+    opts = ctx.opts
+    if opts.memory == "off":
+        return
+    for row in rows:
+        if not row.ok:
+            continue
+        spec = ctx.specs[row.id]
+        ctx.log(f"memory {row.label} ({opts.memory})")
+        row.memory = measure_memory(MemorySpec(path=spec.path, device=spec.device, precision=spec.load_precision,
+                                               threads=opts.threads, input_size=tuple(ctx.size), batch=opts.batch),
+                                    mode=opts.memory)
+
+
+def _finish_rows(rows: list[Row], base_id: str | None, opts: BenchOptions, notes: list[str]) -> tuple[Row | None, Row | None]:
+    """Mark the baseline, give every row that ran its FPS, speedups and ΔmIoU against it, and mark
+    the best row; returns (baseline, best), None where there is none (reasons go to ``notes``)."""
+    base = next((r for r in rows if r.id == base_id and r.ok), None)
     if base is None:
         notes.append("no FP32 row ran: no baseline, no speedup")
         return None, None
-    base["baseline"] = True
-    if not (base["backend"] == "pytorch"):
-        notes.append(f"PyTorch eager FP32 could not run; speedups and agreement are relative to {base['label']}")
-    b50 = base["latency_ms"]["p50"]
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        r["fps_b1"] = fps_from_ms(r["latency_ms"]["p50"], 1)
-        bl = r.get("batch_latency_ms")
-        r["fps_batch"] = fps_from_ms(bl["p50"], r["batch"]) if bl else None
-        r["speedup"] = b50 / r["latency_ms"]["p50"] if r["latency_ms"]["p50"] else None
-        if r["fps_batch"] and base.get("fps_batch"):
-            r["speedup_batch"] = r["fps_batch"] / base["fps_batch"]
-        if r.get("miou") is not None and base.get("miou") is not None:
-            r["delta_miou"] = r["miou"] - base["miou"]
-    base["speedup"] = 1.0
-    # best: fastest p50 among rows whose accuracy is within tolerance of the baseline
-    tol = opts.miou_tolerance / 100.0
-
-    def accurate(r: dict) -> bool:
-        if r.get("miou") is not None and base.get("miou") is not None:
-            return r["miou"] >= base["miou"] - tol
-        return r.get("agreement") is not None and r["agreement"] >= 0.99
-
-    if base.get("miou") is None:
-        notes.append("no dataset: the best row is the fastest with >= 99% argmax agreement with the baseline")
-    cands = [r for r in rows if r["status"] == "ok" and accurate(r)]
-    best = min(cands, key=lambda r: r["latency_ms"]["p50"]) if cands else None
+    base.baseline = True
+    if base.backend != "pytorch":
+        notes.append(f"PyTorch eager FP32 could not run; speedups and agreement are relative to {base.label}")
+    ran = [r for r in rows if r.ok]
+    for r in ran:
+        r.fps_b1 = fps_from_ms(r.latency_ms.p50, 1)
+        r.fps_batch = fps_from_ms(r.batch_latency_ms.p50, r.batch) if r.batch_latency_ms else None
+    for r in ran:
+        r.speedup = base.latency_ms.p50 / r.latency_ms.p50 if r.latency_ms.p50 else None
+        if r.fps_batch and base.fps_batch:
+            r.speedup_batch = r.fps_batch / base.fps_batch
+        if r.miou is not None and base.miou is not None:
+            r.delta_miou = r.miou - base.miou
+    base.speedup = 1.0
+    best = _best_row(ran, base, opts.miou_tolerance, notes)
     if best is not None:
-        best["best"] = True
+        best.best = True
     return base, best
+
+
+def _best_row(ran: list[Row], base: Row, miou_tolerance: float, notes: list[str]) -> Row | None:
+    """The fastest p50 among the rows whose mIoU is within ``miou_tolerance`` points of the
+    baseline's (without a dataset: whose argmax agreement with it is >= 99%)."""
+    tol = miou_tolerance / 100.0
+
+    def accurate(r: Row) -> bool:
+        if r.miou is not None and base.miou is not None:
+            return r.miou >= base.miou - tol
+        return r.agreement is not None and r.agreement >= 0.99
+
+    if base.miou is None:
+        notes.append("no dataset: the best row is the fastest with >= 99% argmax agreement with the baseline")
+    cands = [r for r in ran if accurate(r)]
+    return min(cands, key=lambda r: r.latency_ms.p50) if cands else None
 
 
 # ---------------------------------------------------------------------------------------- streaming
@@ -317,37 +447,57 @@ def build_video(ds, path: Path, max_frames: int, fps: float = 30.0) -> Path:
     return frames_to_video(sorted(ds.image_paths(), key=lambda p: p.name)[:max_frames], path, fps)
 
 
-def _stream_rows(targets: list[tuple[str, dict, RowSpec]], ctx: _Ctx, tmp: Path) -> tuple[list[dict], str | None]:
+def _stream_video(ctx: _Ctx, tmp: Path) -> tuple[str | None, str | None]:
+    """(video to stream, its description): ``--video``, else one built from the split's images;
+    (None, None) with a note when there is neither."""
+    opts = ctx.opts
+    if opts.video:
+        return opts.video, opts.video
+    if ctx.dataset is not None:
+        video = str(build_video(ctx.dataset, tmp / "bench_input.mp4", opts.stream_frames))
+        n = min(len(ctx.dataset), opts.stream_frames)
+        return video, f"{n} {ctx.dataset.split} images of {ctx.dataset.info.name} in file-name order, encoded as mp4v"
+    ctx.notes.append("streaming rows skipped: no --video and no --data to build a video from")
+    return None, None
+
+
+def _stream_one(role: str, row: Row, video: str, out: Path, ctx: _Ctx) -> StreamRow:
+    """Stream ``video`` through the row's backend (after warmup calls) at the benchmark's input size."""
     from unet_edge.runtime.loader import load_backend
     from unet_edge.runtime.stream import stream
 
-    opts = ctx.opts
-    if opts.video:
-        video, vdesc = opts.video, opts.video
-    elif ctx.dataset is not None:
-        video = str(build_video(ctx.dataset, tmp / "bench_input.mp4", opts.stream_frames))
-        n = min(len(ctx.dataset), opts.stream_frames)
-        vdesc = f"{n} {ctx.dataset.split} images of {ctx.dataset.info.name} in file-name order, encoded as mp4v"
-    else:
-        ctx.notes.append("streaming rows skipped: no --video and no --data to build a video from")
+    opts, spec = ctx.opts, ctx.specs[row.id]
+    ctx.log(f"stream {row.label} ({role}) on {Path(video).name}")
+    try:
+        with load_backend(spec.path, device=spec.device, precision=spec.load_precision,
+                          threads=opts.threads) as backend:
+            backend.meta = backend.meta.with_(input_size=ctx.size)  # stream at the benchmark's input size
+            for i in range(max(1, opts.warmup)):
+                backend.infer(ctx.pool[i % len(ctx.pool)][None])
+            st = stream(backend, video, out=out, max_frames=opts.stream_frames, progress=opts.progress)
+    except UnetEdgeError as e:
+        return StreamRow(row.id, row.label, role, "failed", reason=str(e))
+    stats = st.to_dict()
+    stats.pop("out", None)
+    return StreamRow(row.id, row.label, role, "ok", stats=stats)
+
+
+def _streaming(base: Row | None, best: Row | None, ctx: _Ctx) -> tuple[list[StreamRow], str | None]:
+    """The end-to-end streaming rows (the baseline and, when another row, the best) and the
+    description of the video; none without ``opts.stream`` or a baseline."""
+    if not ctx.opts.stream or base is None:
         return [], None
-    out = []
-    for role, row, spec in targets:
-        ctx.log(f"stream {row['label']} ({role}) on {Path(video).name}")
-        try:
-            with load_backend(spec.path, device=spec.device, precision=spec.load_precision,
-                              threads=opts.threads) as backend:
-                backend.meta = backend.meta.with_(input_size=ctx.size)  # stream at the benchmark's input size
-                for i in range(max(1, opts.warmup)):
-                    backend.infer(ctx.pool[i % len(ctx.pool)][None])
-                st = stream(backend, video, out=tmp / f"stream_{len(out)}.mp4", max_frames=opts.stream_frames,
-                            progress=opts.progress)
-            d = st.to_dict()
-            d.pop("out", None)
-            out.append({"id": row["id"], "label": row["label"], "role": role, "status": "ok", **d})
-        except UnetEdgeError as e:
-            out.append({"id": row["id"], "label": row["label"], "role": role, "status": "failed", "reason": str(e)})
-    return out, vdesc
+    targets = [("baseline", base)]
+    if best is not None and best.id != base.id:
+        targets.append(("best", best))
+    elif best is not None:
+        targets[0] = ("baseline+best", base)
+    with tempfile.TemporaryDirectory(prefix="unet-edge-bench-") as tmp:
+        video, desc = _stream_video(ctx, Path(tmp))
+        if video is None:
+            return [], None
+        return [_stream_one(role, row, video, Path(tmp) / f"stream_{i}.mp4", ctx)
+                for i, (role, row) in enumerate(targets)], desc
 
 
 # ------------------------------------------------------------------------------------------- entry
@@ -391,6 +541,56 @@ def _count_macs(checkpoint: str, size: tuple[int, int]) -> dict:
     return {"params": int(sum(p.numel() for p in model.parameters())), "gmacs": round(macs[0] / 1e9, 3)}
 
 
+def _checked_options(opts: BenchOptions | None) -> tuple[BenchOptions, int]:
+    """(the options with ``threads`` resolved, the thread count asked for).
+
+    Raises:
+        UsageError: ``iters`` or ``batch`` or ``pool`` below 1, or ``warmup`` below 0.
+    """
+    opts = opts or BenchOptions()
+    if opts.iters < 1 or opts.batch < 1 or opts.warmup < 0 or opts.pool < 1:
+        raise UsageError(f"bench needs iters >= 1, batch >= 1, warmup >= 0 and pool >= 1; got iters {opts.iters}, "
+                         f"batch {opts.batch}, warmup {opts.warmup}, pool {opts.pool}")
+    return replace(opts, threads=resolve_threads(opts.threads)), opts.threads  # 0 -> the physical cores, as recorded
+
+
+def _host_notes(host: dict, threads: int) -> list[str]:
+    """Notes on a host busy at the start and on more threads than cores."""
+    notes: list[str] = []
+    cores = host["cpu"].get("affinity") or host["cpu"].get("cores_logical") or 1
+    if host.get("load_avg") and host["load_avg"][0] > 0.5 * cores:
+        notes.append(f"host busy at start: 1-min load average {host['load_avg'][0]} on {cores} cores; "
+                     "other processes compete for the CPU and latencies may be inflated")
+    if threads > cores:
+        notes.append(f"--threads {threads} is more than the {cores} cores available")
+    return notes
+
+
+def _context(opts: BenchOptions, plan: Plan, notes: list[str], log: Callable) -> _Ctx:
+    """Load the split (when ``opts.data``) and the input pool; logs what will be measured."""
+    size = plan.input_size
+    ds = _load_split(opts, plan.meta)
+    pool, inputs_desc = _input_pool(ds, plan.meta, size, opts.pool, opts.seed)
+    log(f"bench: {len(plan.rows)} rows ({sum(r.status == 'planned' for r in plan.rows)} runnable), input "
+        f"{size[0]}x{size[1]}, {opts.threads} threads, {opts.iters} iters after {opts.warmup} warmup; inputs: {inputs_desc}")
+    return _Ctx(opts=opts, plan=plan, size=size, pool=pool, inputs_desc=inputs_desc, dataset=ds, log=log, notes=notes,
+                specs={s.id: s for s in plan.rows})
+
+
+def _settings(ctx: _Ctx, threads_requested: int, rows: list[Row], video_desc: str | None) -> dict:
+    """The report's ``settings``: the options (less ``progress``) and what they resolved to."""
+    opts = ctx.opts
+    settings = {k: v for k, v in asdict(opts).items() if k not in ("progress",)}
+    settings.update(threads_requested=threads_requested, input_size=list(ctx.size), batch_iters=_batch_iters(opts),
+                    batch_warmup=_batch_warmup(opts), inputs=ctx.inputs_desc,
+                    stream_video=video_desc, eval_split=opts.split if ctx.dataset is not None else None,
+                    eval_images=next((r.eval_images for r in rows if r.eval_images), None),
+                    timers=sorted({r.timer for r in rows if r.timer}),
+                    fps_definition="images per second from the median latency: 1000 * batch / p50_ms",
+                    mb_definition="1 MB = 1e6 bytes")
+    return settings
+
+
 def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions | None = None,
               log: Callable = print) -> dict:
     """Benchmark every backend x precision of one trained model and write the reports.
@@ -407,142 +607,46 @@ def run_bench(artifacts: list[str], report_dir: str | Path, opts: BenchOptions |
     Returns:
         the report dict (schema ``unet-edge-bench/1``, also written to ``bench.json``): ``host``
         (:func:`benchmarks.hostinfo.host_info`: ``cpu_class``, ``int8_family``, ``native_bf16``...),
-        ``model``, ``settings``, ``rows`` (one per backend x precision x device, ``status`` ok /
-        skipped / failed; latencies in ms, FPS in images/s, sizes and memory in MB),
-        ``streaming`` (end-to-end FPS and per-stage ms per frame), ``baseline``, ``best``,
-        ``notes`` and ``files``.
+        ``model``, ``settings``, ``rows`` (:meth:`benchmarks.records.Row.to_dict`, one per backend x
+        precision x device, ``status`` ok / skipped / failed; latencies in ms, FPS in images/s,
+        sizes and memory in MB), ``streaming`` (:meth:`benchmarks.records.StreamRow.to_dict`:
+        end-to-end FPS and per-stage ms per frame), ``baseline``, ``best``, ``notes`` and ``files``.
 
     Raises:
+        UsageError: impossible counts in ``opts``.
         ArtifactError, DataError, BackendUnavailableError: bad artifacts, dataset, or an explicit
         ``device="cuda"`` without CUDA. Failures of single rows are reported in the row instead.
     """
-    from . import plots, report
-
-    opts = opts or BenchOptions()
-    if opts.iters < 1 or opts.batch < 1 or opts.warmup < 0 or opts.pool < 1:
-        raise UnetEdgeError("bench needs iters >= 1, batch >= 1, warmup >= 0 and pool >= 1")
-    threads_requested = opts.threads
-    opts = replace(opts, threads=resolve_threads(opts.threads))  # 0 -> the physical cores, as recorded
+    opts, threads_requested = _checked_options(opts)
     report_dir = Path(report_dir)
     t_start = time.perf_counter()
     host = host_info()
-    notes: list[str] = []
-    cores = host["cpu"].get("affinity") or host["cpu"].get("cores_logical") or 1
-    if host.get("load_avg") and host["load_avg"][0] > 0.5 * cores:
-        notes.append(f"host busy at start: 1-min load average {host['load_avg'][0]} on {cores} cores; "
-                     "other processes compete for the CPU and latencies may be inflated")
-    if opts.threads > cores:
-        notes.append(f"--threads {opts.threads} is more than the {cores} cores available")
+    notes = _host_notes(host, opts.threads)
 
+    from unet_edge.provenance import check_sources
+
+    check_sources(artifacts)  # artifacts of different checkpoints (e.g. a mixed export folder) are refused, named
     plan = plan_rows(artifacts, device=opts.device, input_size=opts.input_size, emulated=opts.emulated)
     notes += plan.notes
-    size = plan.input_size
-    ds = _load_split(opts, plan.meta)
-    pool, inputs_desc = _input_pool(ds, plan.meta, size, opts.pool, opts.seed)
-    ctx = _Ctx(opts=opts, plan=plan, size=size, pool=pool, inputs_desc=inputs_desc, dataset=ds, log=log, notes=notes)
-    log(f"bench: {len(plan.rows)} rows ({sum(r.status == 'planned' for r in plan.rows)} runnable), input "
-        f"{size[0]}x{size[1]}, {opts.threads} threads, {opts.iters} iters after {opts.warmup} warmup; inputs: {inputs_desc}")
-
-    rows: list[dict] = []
-    specs: dict[str, RowSpec] = {}
-    runnable = sorted((r for r in plan.rows if r.status == "planned"), key=_measure_order)
-
-    def fail(i: int, spec: RowSpec, row: dict, e: Exception) -> None:
-        if isinstance(e, BackendUnavailableError):
-            row["status"], row["reason"] = "skipped", str(e)
-        else:  # any backend error fails this row only, reported in it
-            row["status"], row["reason"] = "failed", f"{type(e).__name__}: {e}"
-        log(f"({i + 1}/{len(runnable)}) {spec.label}: {row['status']}: {row['reason']}")
-
-    loaded: list[tuple[int, RowSpec, dict, object]] = []
-    for i, spec in enumerate(runnable):
-        row = _row_dict(spec)
-        rows.append(row)
-        specs[row["id"]] = spec
-        try:
-            backend, row["load_s"] = _load(spec, ctx)
-            loaded.append((i, spec, row, backend))
-        except Exception as e:  # noqa: BLE001
-            fail(i, spec, row, e)
-    try:
-        log(f"batch-1 latency: {len(loaded)} rows x {opts.iters} calls in {max(1, min(opts.rounds, opts.iters))} interleaved rounds")
-        samples = _interleaved_latency([(spec, backend) for _, spec, _, backend in loaded], ctx)
-        for i, spec, row, backend in loaded:
-            try:
-                if isinstance(samples[spec.id], Exception):
-                    raise samples[spec.id]
-                row.update(_measure(spec, backend, samples[spec.id], ctx))
-                row["status"] = "ok"
-                lat = row["latency_ms"]
-                acc = f", mIoU {row['miou']:.4f}" if row.get("miou") is not None else ""
-                log(f"({i + 1}/{len(runnable)}) {spec.label}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms{acc}")
-            except Exception as e:  # noqa: BLE001
-                fail(i, spec, row, e)
-            finally:
-                backend.close()
-    finally:
-        for *_, backend in loaded:
-            backend.close()
-    for row in rows:
-        row["notes"] = specs[row["id"]].notes
-    for spec in plan.rows:
-        if spec.status == "skipped":
-            rows.append(_row_dict(spec))
-    order = {s.id: k for k, s in enumerate(plan.rows)}
-    rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
-
-    # memory: a separate pass, after all latency runs
-    if opts.memory != "off":
-        for row in rows:
-            if row["status"] != "ok":
-                continue
-            spec = specs[row["id"]]
-            log(f"memory {row['label']} ({opts.memory})")
-            row["memory"] = measure_memory({"path": spec.path, "device": spec.device, "precision": spec.load_precision,
-                                            "threads": opts.threads, "input_size": list(size), "batch": opts.batch},
-                                           mode=opts.memory)
-
+    ctx = _context(opts, plan, notes, log)
+    rows = _measure_rows(plan, ctx)
+    _memory_rows(rows, ctx)
     base, best = _finish_rows(rows, ctx.base_id, opts, notes)
+    streaming, video_desc = _streaming(base, best, ctx)
+    result = {"schema": SCHEMA, "label": opts.label or report_dir.name, "host": host, "load_avg_end": load_avg(),
+              "model": _model_info(plan, ctx.size), "settings": _settings(ctx, threads_requested, rows, video_desc),
+              "baseline": base.id if base else None, "best": best.id if best else None,
+              "rows": [r.to_dict() for r in rows], "streaming": [s.to_dict() for s in streaming], "notes": notes,
+              "seconds": round(time.perf_counter() - t_start, 1), "files": {}}
+    _write_reports(result, report_dir, opts, log)
+    return result
 
-    streaming: list[dict] = []
-    video_desc = None
-    if opts.stream and base is not None:
-        targets = [("baseline", base, specs[base["id"]])]
-        if best is not None and best["id"] != base["id"]:
-            targets.append(("best", best, specs[best["id"]]))
-        elif best is not None:
-            targets[0] = ("baseline+best", base, specs[base["id"]])
-        with tempfile.TemporaryDirectory(prefix="unet-edge-bench-") as tmp:
-            streaming, video_desc = _stream_rows(targets, ctx, Path(tmp))
 
-    settings = {k: v for k, v in asdict(opts).items() if k not in ("progress",)}
-    settings.update(threads_requested=threads_requested, input_size=list(size), batch_iters=opts.batch_iters or max(5, opts.iters // opts.batch),
-                    batch_warmup=max(2, math.ceil(opts.warmup / opts.batch)), inputs=inputs_desc,
-                    stream_video=video_desc, eval_split=opts.split if ds is not None else None,
-                    eval_images=next((r.get("eval_images") for r in rows if r.get("eval_images")), None),
-                    timers=sorted({r["timer"] for r in rows if r.get("timer")}),
-                    fps_definition="images per second from the median latency: 1000 * batch / p50_ms",
-                    mb_definition="1 MB = 1e6 bytes")
-    result = {
-        "schema": SCHEMA,
-        "label": opts.label or report_dir.name,
-        "host": host,
-        "load_avg_end": load_avg(),
-        "model": _model_info(plan, size),
-        "settings": settings,
-        "baseline": base["id"] if base else None,
-        "best": best["id"] if best else None,
-        "rows": rows,
-        "streaming": streaming,
-        "notes": notes,
-        "seconds": None,
-        "files": {},
-    }
-    result["seconds"] = round(time.perf_counter() - t_start, 1)
-    files = {}
-    if opts.plots:
-        files.update(plots.write_plots(result, report_dir))
+def _write_reports(result: dict, report_dir: Path, opts: BenchOptions, log: Callable) -> None:
+    """Charts (when ``opts.plots``), then bench.json/.md/.csv (``result["files"]`` lists them all), then the table to ``log``."""
+    from . import plots, report
+
+    files = plots.write_plots(result, report_dir) if opts.plots else {}
     result["files"] = {**files, **report.planned_files(report_dir)}
     report.write_reports(result, report_dir)
     report.emit_table(result, log)
-    return result

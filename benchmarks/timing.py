@@ -26,19 +26,22 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .records import MemoryProbe, Timing
+
 MB = 1e6  #: bytes per MB in every report (SI megabytes)
 
 #: Keys of :func:`latency_stats`, all in milliseconds except ``n``.
-STAT_KEYS = ("n", "mean", "std", "min", "p10", "p50", "p90", "p99", "max")
+STAT_KEYS = tuple(f.name for f in fields(Timing))
 
 
 def latency_stats(samples_ms: Sequence[float]) -> dict:
-    """Summary of per-call latencies.
+    """Summary of per-call latencies as a dict (:meth:`benchmarks.records.Timing.of`).
 
     Args:
         samples_ms: one value per timed call, in milliseconds.
@@ -49,12 +52,7 @@ def latency_stats(samples_ms: Sequence[float]) -> dict:
         interpolation, so ``p10 <= p50 <= p90 <= p99`` always holds. Empty input gives ``n = 0``
         and None elsewhere.
     """
-    if len(samples_ms) == 0:
-        return {k: (0 if k == "n" else None) for k in STAT_KEYS}
-    a = np.asarray(samples_ms, dtype=np.float64)
-    p10, p50, p90, p99 = np.percentile(a, [10, 50, 90, 99])
-    return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
-            "p10": float(p10), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(a.max())}
+    return Timing.of(samples_ms).to_dict()
 
 
 def fps_from_ms(batch_ms: float | None, batch: int = 1) -> float | None:
@@ -187,20 +185,85 @@ class PeakRSS:
         return False
 
 
-def memory_pass(spec: dict) -> dict:
+@dataclass(frozen=True)
+class MemorySpec:
+    """What :func:`memory_pass` loads and runs (JSON-able: it is sent to the child process).
+
+    Attributes:
+        path: the artifact.
+        device: ``cpu`` or ``cuda``.
+        precision: passed to ``load_backend`` (None for artifacts with a fixed precision).
+        threads: CPU threads (0: the loader's default).
+        input_size: (H, W) of the seeded random inputs (memory does not depend on pixel values).
+        batch: the larger batch.
+    """
+
+    path: str
+    device: str
+    precision: str | None
+    threads: int
+    input_size: tuple[int, int]
+    batch: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (``input_size`` as a list)."""
+        return {**asdict(self), "input_size": list(self.input_size)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemorySpec":
+        """The inverse of :meth:`to_dict`."""
+        return cls(**{**d, "input_size": tuple(d["input_size"])})
+
+
+class _GpuMemory:
+    """Device memory while a CUDA row runs: free bytes before loading and the lowest seen since."""
+
+    def __init__(self, torch, cuda: bool):
+        self._torch = torch
+        self.free0 = None
+        if cuda and torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.free0 = torch.cuda.mem_get_info()[0]
+        self.min_free = self.free0
+
+    def sample(self) -> None:
+        if self.free0 is not None:
+            self._torch.cuda.synchronize()
+            self.min_free = min(self.min_free, self._torch.cuda.mem_get_info()[0])
+
+    def peak(self, backend_name: str) -> tuple[float | None, str | None]:
+        """(peak MB, how): PyTorch's allocator peak for PyTorch/TorchScript rows, else the drop of
+        the device's free memory; (None, None) on CPU rows."""
+        if self.free0 is None:
+            return None, None
+        if backend_name in ("pytorch", "torchscript"):
+            return self._torch.cuda.max_memory_allocated() / MB, "torch_max_memory_allocated"
+        return (self.free0 - self.min_free) / MB, "device_used_delta"
+
+
+def _probe_inputs(spec: MemorySpec) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random float32 inputs (1, 3, H, W) and (batch, 3, H, W)."""
+    h, w = spec.input_size
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+    return x1, rng.standard_normal((int(spec.batch), 3, h, w)).astype(np.float32)
+
+
+def memory_pass(spec: MemorySpec) -> MemoryProbe:
     """Measure the memory of one row in the current process.
 
     Args:
-        spec: ``{"path", "device", "precision" (None for artifacts with a fixed precision),
-            "threads", "input_size": [H, W], "batch"}``; inputs are seeded random (memory does not
-            depend on pixel values).
+        spec: what to load and run; inputs are seeded random.
 
     Returns:
-        ``{"rss_load_mb", "rss_peak_b1_mb", "rss_peak_batch_mb", "gpu_peak_mb", "gpu_kind"}``, MB
-        (1e6 bytes) above the RSS measured just before the backend was loaded: after loading,
-        peak while running batch 1 (load included), peak while running ``batch``. ``gpu_peak_mb``:
-        CUDA rows only; ``gpu_kind`` says how (``torch_max_memory_allocated`` or
-        ``device_used_delta``). ``batch`` values are None when the batch could not run.
+        a :class:`~benchmarks.records.MemoryProbe` (``mode`` None): MB (1e6 bytes) above the RSS
+        measured just before the backend was loaded: after loading, peak while running batch 1
+        (load included), peak while running ``batch`` (None, with ``batch_error``, when the batch
+        could not run); ``gpu_peak_mb`` on CUDA rows.
+
+    Raises:
+        what loading the backend or running batch 1 raises.
     """
     from unet_edge.runtime.loader import load_backend
 
@@ -210,99 +273,83 @@ def memory_pass(spec: dict) -> dict:
         import onnxruntime  # noqa: F401
     except ImportError:
         pass
-    h, w = spec["input_size"]
-    rng = np.random.default_rng(0)
-    x1 = rng.standard_normal((1, 3, h, w)).astype(np.float32)
-    xb = rng.standard_normal((int(spec["batch"]), 3, h, w)).astype(np.float32)
-    cuda = str(spec["device"]).startswith("cuda")
-    out: dict = {"rss_load_mb": None, "rss_peak_b1_mb": None, "rss_peak_batch_mb": None, "gpu_peak_mb": None,
-                 "gpu_kind": None}
+    x1, xb = _probe_inputs(spec)
     gc.collect()
-    gpu_free0 = None
-    if cuda and torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        gpu_free0 = torch.cuda.mem_get_info()[0]
+    gpu = _GpuMemory(torch, str(spec.device).startswith("cuda"))
     base = rss_bytes()
     maxrss0 = _maxrss_bytes()
-    gpu_min_free = [gpu_free0]
-
-    def gpu_sample() -> None:
-        if gpu_free0 is not None:
-            torch.cuda.synchronize()
-            gpu_min_free[0] = min(gpu_min_free[0], torch.cuda.mem_get_info()[0])
-
     with PeakRSS() as peak:
-        backend = load_backend(spec["path"], device=spec["device"], precision=spec.get("precision"),
-                               threads=int(spec.get("threads") or 0))
-        out["rss_load_mb"] = (rss_bytes() - base) / MB
+        backend = load_backend(spec.path, device=spec.device, precision=spec.precision, threads=int(spec.threads or 0))
+        rss_load = (rss_bytes() - base) / MB
+
         def peak_mb_after(x: np.ndarray, calls: int) -> float:
             """Peak RSS (MB above ``base``) after ``calls`` inferences of ``x``."""
             for _ in range(calls):
                 backend.infer(x)
-                gpu_sample()
+                gpu.sample()
             p = peak.mark()
             if _maxrss_bytes() > maxrss0:
                 p = max(p, _maxrss_bytes())
             return (p - base) / MB
 
+        batch_mb = batch_error = None
         try:
-            out["rss_peak_b1_mb"] = peak_mb_after(x1, 3)
+            b1_mb = peak_mb_after(x1, 3)
             try:
-                out["rss_peak_batch_mb"] = peak_mb_after(xb, 2)
+                batch_mb = peak_mb_after(xb, 2)
             except Exception as e:  # noqa: BLE001 - a static graph may refuse the batch
-                out["batch_error"] = f"{type(e).__name__}: {e}"
+                batch_error = f"{type(e).__name__}: {e}"
         finally:
-            if gpu_free0 is not None:
-                if getattr(backend, "name", "") in ("pytorch", "torchscript"):
-                    out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / MB
-                    out["gpu_kind"] = "torch_max_memory_allocated"
-                else:
-                    out["gpu_peak_mb"] = (gpu_free0 - gpu_min_free[0]) / MB
-                    out["gpu_kind"] = "device_used_delta"
+            gpu_mb, gpu_kind = gpu.peak(getattr(backend, "name", ""))
             backend.close()
-    return out
+    return MemoryProbe(rss_load, b1_mb, batch_mb, gpu_mb, gpu_kind, batch_error=batch_error)
 
 
 def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def measure_memory(spec: dict, mode: str = "subprocess", timeout_s: float = 600.0) -> dict:
+def measure_memory(spec: MemorySpec, mode: str = "subprocess", timeout_s: float = 600.0) -> MemoryProbe:
     """Run :func:`memory_pass` for one row, isolated in a child process by default.
 
     Args:
-        spec: see :func:`memory_pass`.
+        spec: what to load and run.
         mode: ``subprocess`` (fresh Python per row: no allocator state left over from other rows;
             adds interpreter start-up time), ``inprocess`` (faster; a row may reuse memory freed
             by an earlier one, so deltas can read low) or ``off``.
         timeout_s: child process time limit in seconds.
 
     Returns:
-        the dict of :func:`memory_pass` plus ``mode``; on failure ``{"mode", "error"}`` and None values.
+        the :class:`~benchmarks.records.MemoryProbe` of :func:`memory_pass` with ``mode`` set; on
+        failure only ``mode`` and ``error`` are set. Never raises for a failing row.
+
+    Raises:
+        ValueError: an unknown ``mode``.
     """
-    empty = {"rss_load_mb": None, "rss_peak_b1_mb": None, "rss_peak_batch_mb": None, "gpu_peak_mb": None,
-             "gpu_kind": None, "mode": mode}
     if mode == "off":
-        return empty
+        return MemoryProbe(mode=mode)
     if mode == "inprocess":
         try:
-            return {**memory_pass(spec), "mode": mode}
+            return replace(memory_pass(spec), mode=mode)
         except Exception as e:  # noqa: BLE001 - reported in the row, never fatal
-            return {**empty, "error": f"{type(e).__name__}: {e}"}
+            return MemoryProbe(mode=mode, error=f"{type(e).__name__}: {e}")
     if mode != "subprocess":
         raise ValueError(f"memory mode must be subprocess, inprocess or off; got {mode!r}")
+    return _memory_subprocess(spec, timeout_s)
+
+
+def _memory_subprocess(spec: MemorySpec, timeout_s: float) -> MemoryProbe:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(_repo_root())] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    code = ("import json, sys; from benchmarks.timing import memory_pass; "
-            "r = memory_pass(json.loads(sys.stdin.read())); print('@@MEM@@' + json.dumps(r))")
+    code = ("import json, sys; from benchmarks.timing import MemorySpec, memory_pass; "
+            "r = memory_pass(MemorySpec.from_dict(json.loads(sys.stdin.read()))); print('@@MEM@@' + json.dumps(r.to_dict()))")
     try:
-        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True, text=True,
-                              env=env, timeout=timeout_s)
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec.to_dict()), capture_output=True,
+                              text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {**empty, "error": f"memory probe timed out after {timeout_s:.0f} s"}
+        return MemoryProbe(mode="subprocess", error=f"memory probe timed out after {timeout_s:.0f} s")
     for line in proc.stdout.splitlines():
         if line.startswith("@@MEM@@"):
-            return {**json.loads(line[len("@@MEM@@"):]), "mode": mode}
+            return replace(MemoryProbe.from_dict(json.loads(line[len("@@MEM@@"):])), mode="subprocess")
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {**empty, "error": f"memory probe exited {proc.returncode}: {tail[0][:300]}"}
+    return MemoryProbe(mode="subprocess", error=f"memory probe exited {proc.returncode}: {tail[0][:300]}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -14,8 +15,10 @@ from typer.testing import CliRunner
 from benchmarks.compare import compare_reports, load_report, run_compare
 from benchmarks.hostinfo import cpu_class_of, host_info, host_summary
 from benchmarks.plan import plan_rows
+from benchmarks.records import ROW_KEYS, MemoryProbe, Row, StreamRow, Timing
+from benchmarks.report import to_csv, stream_csv
 from benchmarks.runner import BenchOptions, run_bench
-from benchmarks.timing import Timer, latency_stats, measure_memory, time_calls
+from benchmarks.timing import MemorySpec, Timer, latency_stats, measure_memory, time_calls
 from unet_edge.errors import ArtifactError, BackendUnavailableError
 from unet_edge.host import CudaDevice, HostInfo, probe_host, resolve_threads
 from unet_edge.metadata import ModelMeta
@@ -114,17 +117,28 @@ def test_latency_stats_ordered_and_units():
     s = latency_stats(rng.gamma(2.0, 3.0, size=200).tolist())
     assert s["n"] == 200
     assert s["min"] <= s["p10"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
-    assert s["std"] > 0 and s["mean"] > 0
-    assert latency_stats([])["p50"] is None
+    exact = latency_stats([4.0, 1.0, 3.0, 2.0])  # linear interpolation, population std
+    assert list(exact) == ["n", "mean", "std", "min", "p10", "p50", "p90", "p99", "max"]
+    assert exact == pytest.approx({"n": 4, "mean": 2.5, "std": 1.25 ** 0.5, "min": 1.0, "p10": 1.3, "p50": 2.5,
+                                   "p90": 3.7, "p99": 3.97, "max": 4.0})
+    assert Timing.of([4.0, 1.0, 3.0, 2.0]).to_dict() == exact
+    assert latency_stats([]) == {"n": 0, "mean": None, "std": None, "min": None, "p10": None, "p50": None,
+                                 "p90": None, "p99": None, "max": None}
     assert latency_stats([5.0])["p99"] == 5.0
 
 
 def test_time_calls_rotates_inputs_and_excludes_warmup():
     seen = []
     pool = [np.full((1, 3, 2, 2), i, np.float32) for i in range(3)]
-    samples = time_calls(lambda x: seen.append(int(x[0, 0, 0, 0])), pool, iters=5, warmup=2, timer=Timer("cpu"))
-    assert len(samples) == 5 and all(v >= 0 for v in samples)
+    def counting_timer(fn) -> float:  # "ms" = calls seen so far: shows which calls were timed
+        fn()
+        return float(len(seen))
+
+    samples = time_calls(lambda x: seen.append(int(x[0, 0, 0, 0])), pool, iters=5, warmup=2, timer=counting_timer)
+    assert samples == [3.0, 4.0, 5.0, 6.0, 7.0]  # the 2 warmup calls are not timed
     assert seen == [0, 1, 2, 0, 1, 2, 0]  # warmup continues the rotation; every input used
+    ms = Timer("cpu")(lambda: time.sleep(0.02))
+    assert 20.0 <= ms < 2000.0  # milliseconds, not seconds
 
 
 # -------------------------------------------------------------------------------------------- plan
@@ -208,26 +222,151 @@ def test_bench_rows_backends_precisions(bench):
         assert bf16["status"] == "skipped" and "emulated" in bf16["reason"]
     base = rows["pytorch/fp32/cpu"]
     assert result["baseline"] == "pytorch/fp32/cpu" and base["baseline"]
-    assert base["speedup"] == 1.0
+    assert [r["id"] for r in result["rows"] if r["baseline"]] == ["pytorch/fp32/cpu"]
+    assert base["speedup"] == 1.0 and base["speedup_batch"] == 1.0 and base["delta_miou"] == 0.0
     assert base["agreement"] == 1.0
-    assert result["best"] in rows and rows[result["best"]]["best"]
-    for r in result["rows"]:
-        if r["status"] != "ok":
-            continue
-        lat = r["latency_ms"]
-        assert lat["n"] == 8 and len(r["samples_ms"]) == 8
+    assert [r["id"] for r in result["rows"] if r["best"]] == [result["best"]]
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    assert rows[result["best"]]["latency_ms"]["p50"] == min(r["latency_ms"]["p50"] for r in ok
+                                                            if r["miou"] >= base["miou"] - 0.01)
+    for r in ok:
+        lat, blat = r["latency_ms"], r["batch_latency_ms"]
+        assert lat["n"] == 8 and len(r["samples_ms"]) == 8 and r["timer"] == "perf_counter"
+        assert lat["p50"] == pytest.approx(float(np.median(r["samples_ms"])), abs=1e-3)
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert r["fps_b1"] == pytest.approx(1000.0 / lat["p50"])
-        assert r["fps_batch"] and r["batch"] == 2
+        assert r["batch"] == 2 and blat["n"] == len(r["batch_samples_ms"]) == 5  # max(5, iters // batch)
+        assert r["fps_batch"] == pytest.approx(2000.0 / blat["p50"])
+        assert r["speedup"] == pytest.approx(base["latency_ms"]["p50"] / lat["p50"])
+        assert r["speedup_batch"] == pytest.approx(r["fps_batch"] / base["fps_batch"])
+        assert r["delta_miou"] == pytest.approx(r["miou"] - base["miou"])
         assert 0.0 <= r["miou"] <= 1.0 and set(r["per_class_iou"]) == {"background", "road", "car"}
+        assert r["eval_images"] == 6 and r["agreement_pixels"] == 6 * H * W  # every val image at the model size
         assert 0.0 <= r["agreement"] <= 1.0
-        assert r["size_mb"] > 0
-        assert r["memory"]["rss_peak_b1_mb"] is not None
+        assert r["size_mb"] == round(Path(r["artifact"]).stat().st_size / 1e6, 3)
+        assert r["memory"]["mode"] == "inprocess" and r["memory"]["rss_peak_b1_mb"] is not None
     # static batch-1 ONNX: batch 2 runs in chunks, and the row says so
     assert any("chunks" in n for n in rows["onnxruntime/fp32/cpu"]["notes"])
     # FP32 graphs agree with the FP32 baseline (same weights)
     assert rows["onnxruntime/fp32/cpu"]["agreement"] > 0.99
     assert result["settings"]["inputs"].startswith("4 real val images")
+
+
+#: Row keys of bench.json as the committed reports have them, per kind of row.
+OK_ROW_KEYS = list(ROW_KEYS) + ["load_s", "timer", "samples_ms", "batch", "batch_samples_ms", "pixel_accuracy", "dice",
+                                "eval_images", "agreement_pixels"]
+
+
+def test_bench_json_keeps_the_field_names_and_order_of_the_committed_reports(bench):
+    result, report, _ = bench
+    committed = json.loads((REPORTS / "camvid-x86-amx" / "bench.json").read_text())
+    assert list(result) == list(committed)
+    assert list(result["settings"]) == list(committed["settings"])
+    for r in committed["rows"]:
+        assert list(r) == (OK_ROW_KEYS if r["status"] == "ok" else list(ROW_KEYS)), r["id"]
+    for r in result["rows"]:
+        assert list(r) == (OK_ROW_KEYS if r["status"] == "ok" else list(ROW_KEYS)), r["id"]
+        if r["status"] == "ok":
+            assert list(r["memory"]) == list(committed["rows"][0]["memory"])
+            assert list(r["latency_ms"]) == list(committed["rows"][0]["latency_ms"])
+    for s in result["streaming"]:  # the stream's own keys (StreamStats.to_dict) follow, less "out"
+        assert list(s)[:4] == ["id", "label", "role", "status"] and "out" not in s and "stages" in s
+    with open(report / "bench.csv", newline="") as f:
+        header = next(csv.reader(f))
+    with open(REPORTS / "camvid-x86-amx" / "bench.csv", newline="") as f:
+        committed_header = next(csv.reader(f))
+    assert header[:36] == committed_header[:36]
+    assert header[36:] == ["iou_background", "iou_road", "iou_car"]
+
+
+@pytest.mark.parametrize("name", ["camvid-x86-amx", "camvid-x86-avx512-vnni", "camvid-x86-avx512-vnni-run2"])
+def test_records_read_the_committed_reports_back_exactly(name):
+    """Row/StreamRow.from_dict(d).to_dict() is d, keys in order, nothing left over; the CSVs the
+    report writer makes of them are the committed ones, byte for byte."""
+    data = json.loads((REPORTS / name / "bench.json").read_text())
+    for r in data["rows"]:
+        row = Row.from_dict(r)
+        assert row.extra == {} and (row.memory is None or row.memory.extra == {})
+        assert row.to_dict() == r and list(row.to_dict()) == list(r)
+        if r["memory"]:
+            assert list(row.to_dict()["memory"]) == list(r["memory"])
+        if row.ok:
+            assert row.latency_ms.p50 == r["latency_ms"]["p50"] and row.memory.mode == r["memory"]["mode"]
+    for s in data["streaming"]:
+        assert StreamRow.from_dict(s).to_dict() == s and list(StreamRow.from_dict(s).to_dict()) == list(s)
+    assert to_csv(data) == (REPORTS / name / "bench.csv").read_text()
+    assert stream_csv(data) == (REPORTS / name / "bench_stream.csv").read_text()
+
+
+def test_row_keeps_unknown_keys_and_writes_measured_keys_only_when_set():
+    skipped = Row(id="tensorrt/fp16/cuda", label="TensorRT FP16 (cuda)", backend="tensorrt", precision="fp16",
+                  device="cuda", status="skipped", reason="no FP16 engine given")
+    d = skipped.to_dict()
+    assert list(d) == list(ROW_KEYS) and d["latency_ms"] is None and d["memory"] is None and d["notes"] == []
+    loaded_then_failed = Row.from_dict({**d, "status": "failed", "load_s": 0.5})
+    assert list(loaded_then_failed.to_dict()) == list(ROW_KEYS) + ["load_s"]
+    future = Row.from_dict({**d, "new_field": [1, 2], "memory": {"mode": "off", "new_mem": 3}})
+    assert future.extra == {"new_field": [1, 2]} and future.memory.extra == {"new_mem": 3}
+    assert future.to_dict() == {**d, "new_field": [1, 2], "memory": {**MemoryProbe(mode="off").to_dict(), "new_mem": 3}}
+    assert list(future.to_dict())[-1] == "new_field"
+    with pytest.raises(KeyError):
+        Row.from_dict({"id": "x"})
+
+
+def _ok_row(rid: str, p50: float, batch_p50: float, miou: float | None, agreement: float | None = None,
+            backend: str = "onnxruntime", precision: str = "fp32") -> Row:
+    return Row(id=rid, label=rid, backend=backend, precision=precision, device="cpu", status="ok", batch=4,
+               latency_ms=Timing.of([p50]), batch_latency_ms=Timing.of([batch_p50]), miou=miou, agreement=agreement)
+
+
+def test_finish_rows_speedups_and_best_row_are_exact():
+    """FPS, speedups and ΔmIoU against the baseline (also for a row planned before it), and the best
+    row: the fastest whose mIoU is within the tolerance (1 point)."""
+    from benchmarks.runner import _finish_rows
+
+    early = _ok_row("torchscript/fp32/cpu", 8.0, 16.0, 0.700, backend="torchscript")
+    base = _ok_row("onnxruntime/fp32/cpu", 10.0, 20.0, 0.700)
+    fast_bad = _ok_row("onnxruntime/int8/cpu", 2.0, 4.0, 0.680, precision="int8")  # -2.0 points: not best
+    fast_ok = _ok_row("onnxruntime/fp16/cpu", 5.0, 8.0, 0.6905, precision="fp16")  # -0.95 points: best
+    skipped = Row(id="pytorch/fp32/cpu", label="p", backend="pytorch", precision="fp32", device="cpu", status="skipped")
+    notes: list[str] = []
+    b, best = _finish_rows([skipped, early, base, fast_bad, fast_ok], base.id, BenchOptions(), notes)
+    assert b is base and base.baseline and best is fast_ok and fast_ok.best
+    assert [r.best for r in (early, base, fast_bad)] == [False, False, False]
+    assert base.speedup == 1.0 and base.fps_b1 == 100.0 and base.fps_batch == 200.0
+    assert early.speedup == 1.25 and early.fps_batch == 250.0 and early.speedup_batch == 1.25
+    assert fast_ok.speedup == 2.0 and fast_ok.speedup_batch == 2.5 and fast_ok.delta_miou == pytest.approx(-0.0095)
+    assert skipped.speedup is None and skipped.fps_b1 is None
+    assert notes == ["PyTorch eager FP32 could not run; speedups and agreement are relative to onnxruntime/fp32/cpu"]
+
+    no_data = [_ok_row("a/fp32/cpu", 10.0, 20.0, None, 1.0), _ok_row("b/int8/cpu", 1.0, 2.0, None, 0.98),
+               _ok_row("c/fp16/cpu", 4.0, 8.0, None, 0.995)]
+    notes = []
+    _, best = _finish_rows(no_data, "a/fp32/cpu", BenchOptions(), notes)
+    assert best.id == "c/fp16/cpu"  # b is faster but agrees on only 98% of the pixels
+    assert notes[-1] == "no dataset: the best row is the fastest with >= 99% argmax agreement with the baseline"
+    notes = []
+    assert _finish_rows(no_data, None, BenchOptions(), notes) == (None, None)
+    assert notes == ["no FP32 row ran: no baseline, no speedup"]
+
+
+def test_label_agreement_is_the_fraction_of_equal_pixels():
+    from benchmarks.runner import label_agreement
+
+    a = np.zeros((2, 2, 5), np.uint8)
+    b = a.copy()
+    b[0, 0, :3] = 1
+    assert label_agreement(a, b) == (17 / 20, 20)
+    assert label_agreement(a, a) == (1.0, 20)
+    with pytest.raises(ValueError, match="shapes"):
+        label_agreement(a, a[:1])
+
+
+def test_load_report_refuses_malformed_rows(tmp_path):
+    bad = {"schema": "unet-edge-bench/1", "rows": [{"id": "x"}]}
+    (tmp_path / "bench.json").write_text(json.dumps(bad))
+    with pytest.raises(ArtifactError, match="malformed rows"):
+        load_report(tmp_path)
 
 
 def test_bench_skipped_rows_have_reasons(bench):
@@ -251,9 +390,14 @@ def test_bench_streaming_rows(bench):
     assert st and st[0]["role"] in ("baseline", "baseline+best")
     assert {s["id"] for s in st} == {result["baseline"], result["best"]}
     for s in st:
-        assert s["status"] == "ok" and s["frames"] == 6 and s["fps"] > 0
+        assert s["status"] == "ok" and s["frames"] == 6 and "out" not in s and "reason" not in s
+        assert s["fps"] == pytest.approx(s["frames"] / s["wall_s"], rel=1e-2)
         assert set(s["stages"]) == {"read", "preprocess", "infer", "postprocess", "overlay", "write"}
-        assert all(v["mean_ms"] >= 0 for v in s["stages"].values())
+        for v in s["stages"].values():
+            assert v["total_ms"] == pytest.approx(6 * v["mean_ms"], abs=1e-3)  # a mean over the 6 frames
+        assert s["stages"]["infer"]["mean_ms"] > 0
+        assert s["infer_fps"] == pytest.approx(1000.0 / s["stages"]["infer"]["mean_ms"], rel=1e-3)
+        assert StreamRow.from_dict(s).to_dict() == s
 
 
 def test_bench_report_files_and_json_roundtrip(bench):
@@ -274,7 +418,9 @@ def test_bench_report_files_and_json_roundtrip(bench):
     with open(report / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(result["rows"]) and "iou_car" in rows[0]
-    assert any(isinstance(x, str) and "p50" in x for x in lines)  # the table went to the log
+    table = next(x for x in lines if isinstance(x, str) and x.startswith("unet-edge bench: tiny-cpu (input 64x96, threads 1"))
+    assert "PyTorch eager FP32 (cpu)" in table and "BASELINE" in table and "not run on this host" in table
+    assert lines[-1] == f"report: {report / 'bench.md'} (+ bench.json, bench.csv, charts)"
     host = result["host"]
     assert host["versions"]["torch"] and host["versions"]["onnxruntime"] and host["cpu"]["model"]
 
@@ -301,12 +447,21 @@ def test_compare_two_reports(bench, tmp_path):
 
 
 def test_memory_probe_subprocess(checkpoint):
-    m = measure_memory({"path": str(checkpoint), "device": "cpu", "precision": "fp32", "threads": 1,
-                        "input_size": [H, W], "batch": 2}, mode="subprocess", timeout_s=120)
-    assert "error" not in m, m
-    assert m["mode"] == "subprocess"
-    assert m["rss_peak_b1_mb"] >= m["rss_load_mb"] - 1e-6
-    assert m["rss_peak_batch_mb"] >= m["rss_peak_b1_mb"] - 1e-6
+    spec = MemorySpec(path=str(checkpoint), device="cpu", precision="fp32", threads=1, input_size=(H, W), batch=2)
+    m = measure_memory(spec, mode="subprocess", timeout_s=120)
+    assert m.error is None and m.batch_error is None, m
+    assert m.mode == "subprocess" and m.gpu_peak_mb is None and m.gpu_kind is None
+    assert m.rss_peak_b1_mb >= m.rss_load_mb - 1e-6
+    assert m.rss_peak_batch_mb >= m.rss_peak_b1_mb - 1e-6
+    assert list(m.to_dict()) == ["rss_load_mb", "rss_peak_b1_mb", "rss_peak_batch_mb", "gpu_peak_mb", "gpu_kind", "mode"]
+    assert m.peak_b1_mb == m.rss_peak_b1_mb
+    assert measure_memory(spec, mode="off") == MemoryProbe(mode="off")
+    bad = measure_memory(MemorySpec(str(checkpoint.parent / "missing.pt"), "cpu", "fp32", 1, (H, W), 2), mode="inprocess")
+    assert bad.rss_peak_b1_mb is None and bad.error.startswith("ArtifactError: ") and "missing.pt" in bad.error
+    assert list(bad.to_dict()) == ["rss_load_mb", "rss_peak_b1_mb", "rss_peak_batch_mb", "gpu_peak_mb", "gpu_kind",
+                                   "mode", "error"]
+    with pytest.raises(ValueError, match="memory mode"):
+        measure_memory(spec, mode="fast")
 
 
 def test_cli_bench_json_without_data(checkpoint, tmp_path):
@@ -323,7 +478,8 @@ def test_cli_bench_json_without_data(checkpoint, tmp_path):
     assert f"threads: {resolve_threads(0)};" in (tmp_path / "r" / "bench.md").read_text()
     rows = _rows(result)
     assert rows["pytorch/fp32/cpu"]["status"] == "ok" and rows["pytorch/fp32/cpu"]["agreement"] == 1.0
-    assert rows["pytorch/fp32/cpu"]["miou"] is None
+    assert rows["pytorch/fp32/cpu"]["miou"] is None and "eval_images" not in rows["pytorch/fp32/cpu"]
+    assert rows["pytorch/fp32/cpu"]["agreement_pixels"] == 16 * H * W  # the 16 pool tensors (default --pool)
     assert "seeded random" in result["settings"]["inputs"]
     assert rows["onnxruntime/int8/cpu"]["status"] == "skipped" and "no INT8 ONNX given" in rows["onnxruntime/int8/cpu"]["reason"]
     assert (tmp_path / "r" / "bench.md").is_file() and not list((tmp_path / "r").glob("*.png"))

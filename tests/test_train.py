@@ -366,6 +366,27 @@ def test_time_budget_shortens_when_epochs_get_slower(folder_dataset, tmp_path, m
     assert clock.calls == 4 + 6 * 2
 
 
+def test_time_budget_extends_when_epochs_run_faster_than_measured(folder_dataset, tmp_path, monkeypatch):
+    # the measurement's steps cost 1 s (kernel warm-up, a busy start), every later step 0.5 s
+    clock = FakeClock(monkeypatch, slow_after=4, slow_s=0.5)
+    lines = []
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0), log=lines.append)
+    # first plan 5 epochs of 2.5 s; after epoch 2 (1.5 s each) at 7.75 s: 18.4 - 7.75 = 10.65 s -> epochs 3..9
+    assert s["epochs_planned"] == 5 and s["epochs"] == 9
+    assert s["elapsed_s"] == pytest.approx(4.75 + 9 * 1.5, abs=0.06) and s["elapsed_s"] <= 20
+    assert any("9 epochs instead of 5" in line and "stretched" in line for line in lines)
+    lrs = [float(r["lr"]) for r in _rows(tmp_path)]
+    assert len(lrs) == 9 and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))  # one decay, stretched, not restarted
+    assert clock.calls == 4 + 9 * 2
+
+
+def test_time_budget_never_extends_past_the_epochs_bound(folder_dataset, tmp_path, monkeypatch):
+    FakeClock(monkeypatch, slow_after=4, slow_s=0.5)
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, epochs=6), log=lambda *a: None)
+    assert s["epochs_planned"] == 5 and s["epochs"] == 6
+
+
 def test_resume_with_a_budget_counts_earlier_sessions(folder_dataset, tmp_path, monkeypatch):
     # killed in the first step of epoch 3 (calls: 4 calibration, 2 + 2 epochs 1-2, then the 9th)
     FakeClock(monkeypatch, kill_at=9)

@@ -134,7 +134,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
     log(f"[2/5] training the edge U-Net for {within} ({precision_label(choice, device)} on {device}: {choice.reason})")
     t = time.time()
     command = f"unet-edge demo --epochs {epochs}" + (f" --time-budget {format_duration(budget)}" if budget else "")
-    summary = train(TrainConfig(data=str(data), out=str(out / "train"), preset="edge", epochs=epochs, batch_size=8,
+    summary = train(TrainConfig(data=str(data), out=str(out / "train"), exist_ok=True, preset="edge", epochs=epochs, batch_size=8,
                                 crop=size, lr=3e-3, threads=threads, precision="auto", time_budget_s=budget,
                                 command=command), log=log)
     stages["train"] = round(time.time() - t, 1)

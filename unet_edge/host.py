@@ -2,8 +2,8 @@
 providers and TensorRT, and the CPU class that every stage's choice of precision and kernels
 depends on.
 
-CPU flags come from py-cpuinfo (``cpuinfo.get_cpu_info()``; /proc/cpuinfo on Linux, CPUID
-elsewhere) with PyTorch's own dispatch level (``torch.backends.cpu.get_cpu_capability()``) beside
+CPU flags come from /proc/cpuinfo on Linux and from py-cpuinfo (``cpuinfo.get_cpu_info()``, CPUID)
+elsewhere, with PyTorch's own dispatch level (``torch.backends.cpu.get_cpu_capability()``) beside
 them; CUDA devices from ``torch.cuda``. Everything is best effort: a missing library gives an empty
 field, never an exception. :func:`probe_host` is cached per process.
 
@@ -202,24 +202,26 @@ def _normalize_flags(raw) -> frozenset[str]:
 
 def _cpu_fields() -> dict:
     model, raw, arch = "", [], platform.machine()
+    # Linux: /proc/cpuinfo holds the kernel's flags and costs microseconds; py-cpuinfo (2-3 s per
+    # call: it spawns helpers) only where there is none (macOS, Windows) or it lists no flags
     try:
-        import cpuinfo
-
-        info = cpuinfo.get_cpu_info()
-        model, raw = info.get("brand_raw") or "", info.get("flags") or []
-    except Exception:  # noqa: BLE001 - py-cpuinfo absent or failing: /proc/cpuinfo below
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not model:
+                    model = val.strip()
+                elif key in ("flags", "features") and not raw:
+                    raw = val.split()
+    except OSError:
         pass
     if not raw:
         try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    key, _, val = line.partition(":")
-                    key = key.strip().lower()
-                    if key in ("model name", "hardware", "cpu model") and not model:
-                        model = val.strip()
-                    elif key in ("flags", "features") and not raw:
-                        raw = val.split()
-        except OSError:
+            import cpuinfo
+
+            info = cpuinfo.get_cpu_info()
+            model, raw = model or info.get("brand_raw") or "", info.get("flags") or []
+        except Exception:  # noqa: BLE001 - py-cpuinfo absent or failing: no flags known
             pass
     try:
         import psutil
@@ -243,7 +245,7 @@ def _torch_fields() -> dict:
         import torch
     except ImportError:
         return {}
-    out: dict = {"versions": {"torch": torch.__version__}}
+    out: dict = {"versions": {"torch": str(torch.__version__)}}
     try:
         out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001

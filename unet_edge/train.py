@@ -828,7 +828,7 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     c["train_s"] = _clock() - res.t0 - (res.val_s or 0.0)
     forecast = st.elapsed() + _epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every)
     if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
-        return False
+        return _extend(s, st, res, forecast)
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), st.epoch + 1, st.epochs,
                       c["train_s"], c["val_s"], cfg.val_every)
     over = st.elapsed() + _epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every) > budget
@@ -839,6 +839,26 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
           + ("; the run may overshoot the budget by its last epoch" if over else ""))
     if new >= st.epochs:
         return False
+    st.epochs = new
+    st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
+    return True
+
+
+def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
+    """Raise the plan when epochs run faster than the first measurement said (it includes one-off
+    costs: kernel selection, allocator warm-up, a busy machine at start). Only from epoch 2 on (the
+    first epoch carries those costs itself) and while ``cfg.epochs`` allows; the rest of the LR
+    schedule is stretched over the added steps, so the run still ends on its final LR inside the
+    budget. Returns whether ``st.epochs`` changed."""
+    cfg, budget, c = s.cfg, s.budget, st.costs
+    if st.epoch < 2 or st.epochs >= cfg.epochs:
+        return False
+    new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), st.epoch + 1, cfg.epochs,
+                      c["train_s"], c["val_s"], cfg.val_every)
+    if new <= st.epochs:
+        return False
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c['train_s'] + (res.val_s or 0.0))}, "
+          f"forecast {_s(forecast)} leaves room -> {new} epochs instead of {st.epochs} (rest of the schedule stretched)")
     st.epochs = new
     st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
     return True
