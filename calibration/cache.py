@@ -110,7 +110,7 @@ def write_calibration_cache(path: str | Path, scales: Mapping[str, float], trt_v
         trt_version: TensorRT version the header claims (default ``10.3``, JetPack 6). TensorRT reads
             the per-tensor entries; use the target's version so the header matches what it writes.
         algorithm: ``EntropyCalibration2`` (``IInt8EntropyCalibrator2``, what ``trtexec --calib`` and
-            :mod:`calibration.trt_calibrator` use).
+            :mod:`unet_edge.trt.calibrator` use).
 
     Returns:
         ``path``.

@@ -1,7 +1,7 @@
 """Calibration images drawn from a dataset's training split, fed through the runtime's preprocessing.
 
 Both calibrators (ONNX Runtime's :class:`OrtCalibrationReader` here and TensorRT 10.x's
-``IInt8EntropyCalibrator2`` in :mod:`calibration.trt_calibrator`) take their batches from
+``IInt8EntropyCalibrator2`` in :mod:`unet_edge.trt.calibrator`) take their batches from
 :func:`calibration_batches`, so every INT8 artifact is calibrated on identical tensors.
 """
 from __future__ import annotations

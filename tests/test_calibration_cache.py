@@ -16,7 +16,7 @@ from calibration.cache import (decode_scale, encode_scale, format_calibration_ca
                                read_calibration_cache, trt_version_int, version_from_int,
                                write_calibration_cache)
 from calibration.images import calibration_images
-from calibration.trt_calibrator import CalibrationStream
+from unet_edge.trt.calibrator import CalibrationStream
 from unet_edge.data.layouts import read_image
 from unet_edge.errors import ArtifactError, DataError, ExportError
 from unet_edge.metadata import ModelMeta
@@ -184,7 +184,7 @@ def test_stream_errors(tmp_path):
 @needs_trt
 @needs_camvid
 def test_entropy_calibrator_feeds_device_batches(tmp_path):
-    from calibration.trt_calibrator import make_entropy_calibrator
+    from unet_edge.trt.calibrator import make_entropy_calibrator
     from unet_edge.trt.cuda_utils import import_pycuda, primary_context
     from unet_edge.trt.version import import_tensorrt, installed_version
 

@@ -1,7 +1,7 @@
 """TensorRT API use, checked without TensorRT, plus the TensorRT-free parts of unet_edge.trt.
 
 (a) Every TensorRT name the code uses exists in the real bindings of every version it claims.
-    The code under ``unet_edge/trt/`` and ``calibration/trt_calibrator.py`` is parsed (ast); the
+    The code under ``unet_edge/trt/`` and ``unet_edge/runtime/trt_backend.py`` is parsed (ast); the
     checker collects
 
     * every attribute chain on the ``tensorrt`` module, always bound to ``trt``
@@ -43,7 +43,7 @@ from unet_edge.trt.version import SUPPORTED_VERSIONS, TrtVersion, is_strongly_ty
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the repository
 API_DIR = SHARED / "tensorrt-api"
-MODULES = sorted((ROOT / "unet_edge" / "trt").glob("*.py")) + [ROOT / "calibration" / "trt_calibrator.py"]
+MODULES = sorted((ROOT / "unet_edge" / "trt").glob("*.py")) + [ROOT / "unet_edge" / "runtime" / "trt_backend.py"]
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAVE_TRT, reason="TensorRT not installed (libnvinfer unavailable on this host)")
 
@@ -510,7 +510,7 @@ def test_trtexec_refusals_and_dla():
 
 @pytest.mark.skipif(HAVE_TRT, reason="checks the error raised where TensorRT is absent")
 def test_missing_tensorrt_is_reported(tmp_path):
-    from unet_edge.trt.backend import TensorRTBackend
+    from unet_edge.runtime.trt_backend import TensorRTBackend
     from unet_edge.trt.builder import build_engine
     from unet_edge.trt.version import import_tensorrt
 
@@ -581,7 +581,7 @@ def tiny_export(tmp_path_factory):
                                             ("fp16", "implicit"), ("int8", "implicit")])
 def test_build_and_run_engine_matches_onnxruntime(tiny_export, tmp_path, precision, mode):
     ort = pytest.importorskip("onnxruntime")
-    from unet_edge.trt.backend import TensorRTBackend
+    from unet_edge.runtime.trt_backend import TensorRTBackend
     from unet_edge.trt.builder import build_engine
     from unet_edge.trt.version import import_tensorrt, installed_version
 

@@ -68,7 +68,7 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
         return OrtBackend(str(path), meta, device=device, threads=threads)
     if device == "cpu":
         raise BackendUnavailableError(f"{path} is a TensorRT engine: it runs on a CUDA GPU only; use --device cuda or auto")
-    from ..trt.backend import TensorRTBackend
+    from .trt_backend import TensorRTBackend
 
     return TensorRTBackend(str(path), meta=meta, device="cuda" if device == "auto" else device)
 

@@ -428,7 +428,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
 def _build_calibrated(trt, builder, network, config, options, meta, io, profiles, profile, onnx_path, calib_data):
     """Implicit INT8 (TensorRT 10.x): build under a pycuda context with the entropy calibrator."""
     from calibration.images import calibration_images
-    from calibration.trt_calibrator import make_entropy_calibrator
+    from .calibrator import make_entropy_calibrator
 
     from .cuda_utils import import_pycuda, primary_context
 

@@ -19,11 +19,11 @@ import numpy as np
 
 from ..errors import ArtifactError, DataError
 from ..metadata import ModelMeta
-from ..runtime.base import Backend
-from .cuda_utils import device_index, gpu_info, import_pycuda, primary_context
-from .dtypes import to_numpy
-from .sidecar import check_engine_compat, read_sidecar
-from .version import import_tensorrt, installed_version
+from ..trt.cuda_utils import device_index, gpu_info, import_pycuda, primary_context
+from ..trt.dtypes import to_numpy
+from ..trt.sidecar import check_engine_compat, read_sidecar
+from ..trt.version import import_tensorrt, installed_version
+from .base import Backend
 
 
 class TensorRTBackend(Backend):

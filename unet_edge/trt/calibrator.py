@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_edge.errors import ArtifactError, BackendUnavailableError, DataError
-from unet_edge.io_utils import atomic_path
-from unet_edge.metadata import ModelMeta
-from unet_edge.trt.version import only_trt
+from calibration.cache import parse_calibration_cache
+from calibration.images import calibration_batches
 
-from .cache import parse_calibration_cache
-from .images import calibration_batches
+from ..errors import ArtifactError, BackendUnavailableError, DataError
+from ..io_utils import atomic_path
+from ..metadata import ModelMeta
+from .version import only_trt
 
 
 class CalibrationStream:
