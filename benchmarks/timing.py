@@ -215,6 +215,11 @@ class MemorySpec:
         return cls(**{**d, "input_size": tuple(d["input_size"])})
 
 
+#: backend kinds whose device memory comes from PyTorch's caching allocator (AOTInductor packages
+#: and ExportedPrograms allocate through it too)
+TORCH_ALLOCATOR_KINDS = ("pytorch", "torchscript", "torch.export", "aotinductor")
+
+
 class _GpuMemory:
     """Device memory while a CUDA row runs: free bytes before loading and the lowest seen since."""
 
@@ -232,12 +237,13 @@ class _GpuMemory:
             self._torch.cuda.synchronize()
             self.min_free = min(self.min_free, self._torch.cuda.mem_get_info()[0])
 
-    def peak(self, backend_name: str) -> tuple[float | None, str | None]:
-        """(peak MB, how): PyTorch's allocator peak for PyTorch/TorchScript rows, else the drop of
-        the device's free memory; (None, None) on CPU rows."""
+    def peak(self, backend_kind: str) -> tuple[float | None, str | None]:
+        """(peak MB, how) for a row of ``backend_kind`` (:attr:`Capabilities.kind`): PyTorch's
+        allocator peak for :data:`TORCH_ALLOCATOR_KINDS` rows, else the drop of the device's free memory;
+        (None, None) on CPU rows."""
         if self.free0 is None:
             return None, None
-        if backend_name in ("pytorch", "torchscript"):
+        if backend_kind in TORCH_ALLOCATOR_KINDS:
             return self._torch.cuda.max_memory_allocated() / MB, "torch_max_memory_allocated"
         return (self.free0 - self.min_free) / MB, "device_used_delta"
 
@@ -300,7 +306,7 @@ def memory_pass(spec: MemorySpec) -> MemoryProbe:
             except Exception as e:  # noqa: BLE001 - a static graph may refuse the batch
                 batch_error = f"{type(e).__name__}: {e}"
         finally:
-            gpu_mb, gpu_kind = gpu.peak(getattr(backend, "name", ""))
+            gpu_mb, gpu_kind = gpu.peak(backend.capabilities().kind)
             backend.close()
     return MemoryProbe(rss_load, b1_mb, batch_mb, gpu_mb, gpu_kind, batch_error=batch_error)
 

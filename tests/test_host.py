@@ -157,7 +157,7 @@ def test_cpu_int8_file_warns_on_another_int8_family(cpu_int8_pair, monkeypatch):
         assert ob.check_int8_host(meta, "m.onnx", host(AMX)) is None
         fp32_meta = read_meta(cpu_int8_pair["x86-vnni"]).with_(extra={"quantization": {"scheme": "tensorrt"}})
         assert ob.check_int8_host(fp32_meta, "m.onnx", host(AVX2)) is None
-    monkeypatch.setattr(ob, "probe_host", lambda: host(AVX2))
+    monkeypatch.setattr(ob, "probe_cpu", lambda: host(AVX2))
     with pytest.warns(HostMismatchWarning):
         backend = ob.OrtBackend(str(cpu_int8_pair["x86-vnni"]), meta, threads=1)
     assert backend.host_warning and backend.int8_target == "x86-vnni"

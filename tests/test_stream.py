@@ -5,13 +5,14 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from unet_edge.errors import ArtifactError, SourceError, UnetEdgeWarning, UsageError
+from unet_edge.errors import ArtifactError, DataError, SourceError, UnetEdgeWarning, UsageError
 from unet_edge.metadata import ModelMeta
 from unet_edge.model import UNet, config_from_preset
 from unet_edge.runtime.base import Backend
@@ -89,6 +90,9 @@ class FailingBackend(Backend):
     def __init__(self, inner: Backend, fail_at: int, exc: BaseException):
         super().__init__(inner.meta)
         self.inner, self.fail_at, self.exc, self.calls = inner, fail_at, exc, 0
+
+    def capabilities(self):
+        return self.inner.capabilities()
 
     def infer(self, batch):
         if self.calls == self.fail_at:
@@ -234,6 +238,9 @@ class SignallingBackend(Backend):
         super().__init__(inner.meta)
         self.inner, self.at, self.signals, self.calls = inner, at, signals, 0
 
+    def capabilities(self):
+        return self.inner.capabilities()
+
     def infer(self, batch):
         if self.calls == self.at:
             for sig in self.signals:
@@ -343,6 +350,9 @@ class SlowBackend(Backend):
         super().__init__(inner.meta)
         self.inner, self.sleep_s = inner, sleep_s
 
+    def capabilities(self):
+        return self.inner.capabilities()
+
     def infer(self, batch):
         time.sleep(self.sleep_s)
         return self.inner.infer(batch)
@@ -397,6 +407,17 @@ def test_logits_with_wrong_class_count_raise(backend, video):
     wrong = TorchBackend(UNet(config_from_preset("tiny", K)), other)
     with pytest.raises(ArtifactError, match="expected"):
         stream(wrong, video, progress=False)
+
+
+def test_a_backend_that_does_not_take_the_input_size_fails_before_any_frame(backend, video, tmp_path):
+    class Fixed(FailingBackend):  # says it takes 32x32 only; infer must never be reached
+        def capabilities(self):
+            return replace(self.inner.capabilities(), input_shape=(1, 3, 32, 32), static_batch=1, artifact="m.onnx")
+
+    fixed, out = Fixed(backend, 0, AssertionError("infer was called")), tmp_path / "o.mp4"
+    with pytest.raises(DataError, match=r"^m\.onnx \(pytorch\): input 64x96 \(HxW\) does not fit the fixed input 32x32;"):
+        stream(fixed, video, out=out, progress=False)
+    assert fixed.calls == 0 and list(tmp_path.iterdir()) == []
 
 
 # --- sources --------------------------------------------------------------------------------------

@@ -24,8 +24,11 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
             autocast). ONNX and engine precision is fixed by the artifact (``auto`` or None take it);
             asking for another raises.
         threads: CPU threads for PyTorch (``torch.set_num_threads``) / ONNX Runtime intra-op;
-            0: the physical cores (:func:`unet_edge.host.resolve_threads`). ``backend.threads`` says
-            the count used.
+            0: the physical cores (:func:`unet_edge.host.resolve_threads`).
+            ``backend.capabilities().threads`` says the count used.
+
+    Returns:
+        the loaded :class:`Backend`; ask it what it runs with :meth:`Backend.capabilities`.
 
     Raises:
         UsageError: an unknown device or precision.

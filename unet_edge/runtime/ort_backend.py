@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import ArtifactError, BackendUnavailableError, HostMismatchWarning
 from ..host import probe_cpu, resolve_threads
 from ..metadata import ModelMeta
-from .base import Backend, check_device
+from .base import Backend, Capabilities, canonical_device, check_device, device_label, dims
 
 
 def int8_target(meta: ModelMeta) -> str | None:
@@ -43,8 +43,8 @@ class OrtBackend(Backend):
     Args:
         path: ONNX file with unet-edge metadata.
         meta: its :class:`ModelMeta` (``meta.precision`` names the row).
-        device: ``cpu`` (CPUExecutionProvider) or ``cuda`` (CUDAExecutionProvider; raises if absent —
-            never a silent CPU fallback).
+        device: ``cpu`` (CPUExecutionProvider), ``cuda`` / ``cuda:N`` (CUDAExecutionProvider on GPU N;
+            raises if absent — never a silent CPU fallback) or ``auto``.
         threads: intra-op threads (0: the physical cores, :func:`unet_edge.host.resolve_threads`).
         optimize: ``False`` disables ONNX Runtime's graph optimizations: a Q/DQ graph then runs
             QuantizeLinear/DequantizeLinear as float ops around float convolutions (fake
@@ -56,7 +56,10 @@ class OrtBackend(Backend):
     Raises:
         UsageError: an unknown device.
         BackendUnavailableError: CUDA requested but the CUDA provider is not available.
-        ArtifactError: ONNX Runtime cannot load the model.
+        ArtifactError: ONNX Runtime cannot load the model, or its I/O is not float32 (N, C, H, W).
+
+    What it runs (names, shapes and static batch from the session, providers, ORT version, INT8
+    variant) is :meth:`capabilities`.
     """
 
     name = "onnxruntime"
@@ -68,24 +71,19 @@ class OrtBackend(Backend):
         check_device(device)
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+        device = canonical_device(device)
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailableError(
                     "ONNX Runtime's CUDA provider is not available (install onnxruntime-gpu); use --device cpu")
-            providers = ["CUDAExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"device_id": int(device.split(":")[1])})]
         else:
             providers = ["CPUExecutionProvider"]
-        self.device = "cuda" if device.startswith("cuda") else "cpu"
-        self.precision = meta.precision
-        #: e.g. ``tensorrt-qdq`` / ``cpu-u8s8`` for the two INT8 schemes; empty otherwise
-        self.variant = meta.extra.get("quantization", {}).get("variant", "")
-        #: the INT8 kernel family the file was made for (CPU INT8 files only)
-        self.int8_target = int8_target(meta)
-        self.host_warning = check_int8_host(meta, path) if self.device == "cpu" else None
-        self.threads = resolve_threads(threads)
-        self.optimize = optimize
+        #: the HostMismatchWarning message of a CPU INT8 file made for another INT8 kernel family, else None
+        self.host_warning = check_int8_host(meta, path) if device == "cpu" else None
+        n_threads = resolve_threads(threads)
         so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
+        so.intra_op_num_threads = n_threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
@@ -94,26 +92,60 @@ class OrtBackend(Backend):
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ArtifactError(f"ONNX Runtime cannot load {path}: {first}; re-export it") from e
-        inp = self.session.get_inputs()[0]
-        self._input, self._output = inp.name, self.session.get_outputs()[0].name
-        #: the exported batch size when the graph is static (None when dynamic)
-        self.static_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        in_shape, out_shape = dims(inp.shape), dims(out.shape)
+        if len(in_shape) != 4 or len(out_shape) != 4:
+            raise ArtifactError(f"{path}: input {inp.name!r} {inp.shape} / output {out.name!r} {out.shape} are not "
+                                "(N, C, H, W); not a unet-edge export")
+        if inp.type != "tensor(float)":
+            raise ArtifactError(f"{path}: input {inp.name!r} is {inp.type}, expected tensor(float) (FP32 I/O); "
+                                "re-export it")
+        static = in_shape[0]
+        self._caps = Capabilities(
+            kind=self.name, device=device, precision=meta.precision, input_name=inp.name, input_shape=in_shape,
+            output_name=out.name, output_shape=out_shape, static_batch=static,
+            batch_range=(static or 1, None), threads=n_threads if device == "cpu" else None,
+            providers=tuple(self.session.get_providers()), artifact=str(path),
+            details={"onnxruntime": ort.__version__, "graph_optimization": "all" if optimize else "disabled",
+                     # e.g. ``tensorrt-qdq`` / ``cpu-u8s8`` for the two INT8 schemes; empty otherwise
+                     "variant": meta.extra.get("quantization", {}).get("variant", ""),
+                     "int8_target": int8_target(meta)})
+
+    def capabilities(self) -> Capabilities:
+        """Names, shapes and static batch from the session; ``providers``: the session's;
+        ``details``: ``onnxruntime`` version, ``graph_optimization`` (``all``/``disabled``),
+        INT8 ``variant`` and ``int8_target`` (CPU INT8 files; else None)."""
+        return self._caps
+
+    @property
+    def int8_target(self) -> str | None:
+        """``capabilities().details["int8_target"]``: the INT8 kernel family a CPU INT8 file was made for."""
+        return self._caps.details["int8_target"]
 
     @property
     def label(self) -> str:
-        v = f" {self.variant}" if self.variant else ""
-        fq = " fake-quant" if not self.optimize and self.precision == "int8" else ""
-        return f"{self.name} {self.precision}{v}{fq} ({self.device})"
+        caps = self._caps
+        v = f" {caps.details['variant']}" if caps.details["variant"] else ""
+        fq = " fake-quant" if caps.details["graph_optimization"] == "disabled" and caps.precision == "int8" else ""
+        return f"{caps.kind} {caps.precision}{v}{fq} ({device_label(caps.device)})"
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for ``batch``; a static-batch graph is run in chunks of its batch size."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        step = self.static_batch or len(batch)
-        if step == len(batch):
-            return self.session.run([self._output], {self._input: batch})[0].astype(np.float32, copy=False)
-        if len(batch) % step:
-            raise ArtifactError(f"{self.path} was exported with static batch {step}; feed multiples of it or export with --dynamic")
-        return np.concatenate([self.infer(batch[i : i + step]) for i in range(0, len(batch), step)])
+        """Logits float32 (N, K, H, W) for a float32 (N, 3, H, W) batch; a static-batch graph runs
+        it in chunks of its batch size.
+
+        Raises:
+            DataError, UsageError: an input :meth:`Capabilities.check_input` refuses.
+            ArtifactError: the backend is closed.
+        """
+        if self.session is None:
+            raise ArtifactError(f"{self.label} for {self.path} is closed")
+        caps = self._caps
+        batch = caps.check_input(batch)
+        step = caps.static_batch or len(batch)
+        feed = [caps.output_name]
+        outs = [self.session.run(feed, {caps.input_name: batch[i : i + step]})[0].astype(np.float32, copy=False)
+                for i in range(0, len(batch), step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def close(self) -> None:
         self.session = None

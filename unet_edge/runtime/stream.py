@@ -807,6 +807,8 @@ def stream(
         SourceError: the source cannot be opened or stops working (also from the reader thread),
             or OpenCV cannot write ``out``.
         ArtifactError: the backend's logits do not have ``meta.num_classes`` channels.
+        DataError: the backend does not take frames of ``meta.input_size``
+            (:meth:`~unet_edge.runtime.base.Capabilities.check_shape`), before the source is opened.
         StreamInterrupted: SIGINT, SIGTERM or Ctrl-C (a KeyboardInterrupt carrying the stats);
             ``out`` holds the frames processed.
         Exception: anything ``backend.infer`` or a worker thread raised; ``out`` is untouched and
@@ -814,6 +816,7 @@ def stream(
     """
     sink = VideoSink(out) if out is not None else None
     _validate(alpha, max_frames, queue_size, stats_window, show)
+    backend.capabilities().check_shape((1, 3, *backend.meta.input_size))  # refused before any frame is read
     owns_source = not isinstance(source, FrameSource)
     src = open_source(source) if owns_source else source
     stats = StreamStats(source=src.name, backend=backend.label, source_fps=float(src.fps), frame_size=tuple(src.size),

@@ -6,10 +6,10 @@ import contextlib
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailableError
+from ..errors import ArtifactError, BackendUnavailableError
 from ..metadata import ModelMeta
 from ..precision import choose_precision
-from .base import Backend, check_device
+from .base import Backend, Capabilities, canonical_device, check_device
 
 
 def resolve_device(device: str) -> str:
@@ -34,6 +34,9 @@ class TorchBackend(Backend):
     choice (:func:`unet_edge.precision.choose_precision`: never an emulated one). An explicit
     emulated request (bf16 on a CPU without bf16 arithmetic) runs with an EmulatedPrecisionWarning.
 
+    The U-Net pads H and W internally (:attr:`unet_edge.model.UNet.multiple`), so any batch and
+    any H, W >= 1 are accepted (:meth:`capabilities`: input (None, C, None, None)).
+
     Raises:
         BackendUnavailableError: fp16 on CPU, or CUDA asked for and absent. UsageError: unknown precision.
     """
@@ -42,29 +45,48 @@ class TorchBackend(Backend):
 
     def __init__(self, module: torch.nn.Module, meta: ModelMeta, path: str = "", device: str = "cpu", precision: str = "fp32"):
         super().__init__(meta, path)
-        self.device = resolve_device(device)
+        device = canonical_device(resolve_device(device))
         #: the :class:`~unet_edge.precision.PrecisionChoice` (precision, reason, emulated)
-        self.precision_choice = choose_precision(self.device, precision)
-        self.precision = self.precision_choice.precision
-        self.threads = torch.get_num_threads() if self.device == "cpu" else None
-        self.module = module.to(self.device).eval()
+        self.precision_choice = choose_precision(device, precision)
+        self._torch_device = torch.device(device)
+        self.module = module.to(self._torch_device).eval()
+        self._caps = Capabilities(
+            kind=self.name, device=device, precision=self.precision_choice.precision,
+            input_name=meta.input_name, input_shape=(None, int(meta.arch.get("in_channels", 3)), None, None),
+            output_name=meta.output_name, output_shape=(None, meta.num_classes, None, None),
+            threads=torch.get_num_threads() if device == "cpu" else None, artifact=self.path,
+            details={"torch": torch.__version__, "precision_reason": self.precision_choice.reason})
+
+    def capabilities(self) -> Capabilities:
+        """Any batch and H/W; ``threads``: ``torch.get_num_threads()`` on the CPU; ``details``:
+        ``torch`` version and ``precision_reason`` (why this precision)."""
+        return self._caps
 
     def _autocast(self):
-        if self.precision == "fp32":
+        precision = self._caps.precision
+        if precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.split(":")[0], dtype=dtype)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self._caps.device_type, dtype=dtype)
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        """Logits float32 (N, K, H, W) for a float32 (N, 3, H, W) batch.
+
+        Raises:
+            DataError, UsageError: an input :meth:`Capabilities.check_input` refuses.
+            ArtifactError: the backend is closed.
+        """
+        if self.module is None:
+            raise ArtifactError(f"{self.label} for {self.path or 'an in-memory model'} is closed")
+        x = torch.from_numpy(self._caps.check_input(batch)).to(self._torch_device)
         with self._autocast():
             y = self.module(x)
         return y.float().cpu().numpy()
 
     def close(self) -> None:
         self.module = None
-        if self.device.startswith("cuda"):
+        if self._caps.device_type == "cuda":
             torch.cuda.empty_cache()
 
 

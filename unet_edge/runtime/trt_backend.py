@@ -23,7 +23,7 @@ from ..trt.cuda_utils import device_index, gpu_info, import_pycuda, primary_cont
 from ..trt.dtypes import to_numpy
 from ..trt.sidecar import check_engine_compat, read_sidecar
 from ..trt.version import import_tensorrt, installed_version
-from .base import Backend
+from .base import Backend, Capabilities, DimRange, dims
 
 
 class TensorRTBackend(Backend):
@@ -35,13 +35,16 @@ class TensorRTBackend(Backend):
         device: ``cuda`` or ``cuda:N``.
 
     Attributes:
-        name: ``tensorrt``. precision: the engine's (from the sidecar). device: as given.
+        name: ``tensorrt``.
         warnings: compatibility warnings found when loading (e.g. built on another GPU model).
-        input_name, output_name: engine I/O tensor names. input_shape: engine input shape (-1 = dynamic).
+
+    What it runs is :meth:`capabilities` (engine I/O names, shapes with None for -1 dims, input
+    dtype, the sidecar's precision, ``cuda:N``, profile ranges, TensorRT versions).
 
     ``infer`` takes float32 (N, 3, H, W) and returns float32 (N, K, H, W). A static engine (batch 1,
-    the export default) runs a batch of N as N executions; a dynamic one runs it in executions of
-    up to the profile's maximum batch, H and W having to lie within the profile (else DataError).
+    the export default) runs a batch of N (a multiple of its batch) in executions of its batch; a
+    dynamic one runs it in executions of up to the profile's maximum batch, H and W having to lie
+    within the profile (else DataError, from :meth:`Capabilities.check_input`).
 
     Raises:
         BackendUnavailableError: TensorRT, pycuda or a GPU is missing, or the device is not CUDA.
@@ -58,14 +61,14 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"engine not found: {engine_path}")
         sidecar = read_sidecar(engine_path)
         super().__init__(meta or ModelMeta.from_dict(sidecar), str(engine_path))
-        self.device = device
-        self.precision = sidecar["engine"].get("precision", self.meta.precision)
+        self._caps: Capabilities | None = None
         self._closed = True
         trt = import_tensorrt()
         self._cuda = cuda = import_pycuda()
         if index >= cuda.Device.count():
             raise ArtifactError(f"device {device!r} does not exist: this host has {cuda.Device.count()} GPU(s)")
-        self.warnings = check_engine_compat(sidecar, installed_version(trt), gpu_info(index), engine_path)
+        gpu = gpu_info(index)
+        self.warnings = check_engine_compat(sidecar, installed_version(trt), gpu, engine_path)
         self._ctx = cuda.Device(index).retain_primary_context()
         self._closed = False
         self._runtime = self._engine = self._context = self._stream = None
@@ -75,6 +78,7 @@ class TensorRTBackend(Backend):
         try:
             with primary_context(cuda, self._ctx):
                 self._load(trt, engine_path, sidecar)
+            self._caps = self._describe(trt, sidecar, index, gpu)
         except BaseException:
             self.close()
             raise
@@ -96,38 +100,65 @@ class TensorRTBackend(Backend):
         if len(inputs) != 1 or len(outputs) != 1:
             raise ArtifactError(f"{engine_path}: expected one input and one output tensor, found inputs {inputs} "
                                 f"and outputs {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        if self.input_name != self.meta.input_name or self.output_name != self.meta.output_name:
-            raise ArtifactError(f"{engine_path}: tensors {self.input_name!r} -> {self.output_name!r} do not match the "
+        self._input, self._output = inputs[0], outputs[0]
+        if self._input != self.meta.input_name or self._output != self.meta.output_name:
+            raise ArtifactError(f"{engine_path}: tensors {self._input!r} -> {self._output!r} do not match the "
                                 f"metadata ({self.meta.input_name!r} -> {self.meta.output_name!r}); rebuild the engine")
-        self._in_dtype = to_numpy(trt, engine.get_tensor_dtype(self.input_name))
-        self._out_dtype = to_numpy(trt, engine.get_tensor_dtype(self.output_name))
+        self._in_dtype = to_numpy(trt, engine.get_tensor_dtype(self._input))
+        self._out_dtype = to_numpy(trt, engine.get_tensor_dtype(self._output))
         if self._in_dtype != np.float32:
-            raise ArtifactError(f"{engine_path}: input {self.input_name!r} is {self._in_dtype}, expected float32 "
+            raise ArtifactError(f"{engine_path}: input {self._input!r} is {self._in_dtype}, expected float32 "
                                 "(export FP16/INT8 ONNX with FP32 I/O)")
-        self.input_shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
-        self.dynamic = any(d < 0 for d in self.input_shape)
+        self._engine_shape = tuple(int(d) for d in engine.get_tensor_shape(self._input))
+        if len(self._engine_shape) != 4:
+            raise ArtifactError(f"{engine_path}: input {self._input!r} has shape {self._engine_shape}, expected "
+                                "(N, 3, H, W); rebuild the engine")
+        self._dynamic = any(d < 0 for d in self._engine_shape)
         self._range = None
-        if self.dynamic:
-            lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
+        if self._dynamic:
+            lo, _, hi = engine.get_tensor_profile_shape(self._input, 0)
             self._range = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
         self._context = engine.create_execution_context()
         if self._context is None:
             raise ArtifactError(f"TensorRT could not create an execution context for {engine_path} (GPU memory?)")
         self._stream = self._cuda.Stream()
 
-    def _step(self, shape: tuple[int, ...]) -> int:
-        """Images per execution for a batch of ``shape``; raises DataError when it cannot fit."""
-        if not self.dynamic:
-            if tuple(shape[1:]) != self.input_shape[1:]:
-                raise DataError(f"batch of shape {shape} does not fit the engine input {self.input_shape}; "
-                                f"preprocess frames to {self.meta.input_size} (H, W)")
-            return self.input_shape[0]
-        lo, hi = self._range
-        if len(shape) != len(lo) or any(not a <= s <= b for a, s, b in zip(lo[1:], shape[1:], hi[1:])) or shape[0] < lo[0]:
-            raise DataError(f"batch of shape {shape} is outside the engine's profile {lo} .. {hi}; rebuild with "
-                            "wider --min-shape/--max-shape")
-        return min(shape[0], hi[0])  # larger batches run in chunks of the profile's maximum
+    def _describe(self, trt, sidecar: dict, index: int, gpu: dict) -> Capabilities:
+        """The :class:`Capabilities` of the loaded engine: I/O from the engine (-1 dims -> None),
+        batch and H/W ranges from optimization profile 0, precision from the sidecar."""
+        info = sidecar["engine"]
+        in_shape = dims(self._engine_shape)
+        out_shape = dims(int(d) for d in self._engine.get_tensor_shape(self._output))
+        static = in_shape[0]
+        batch_range: tuple[int, int | None] = (static or 1, None)
+        spatial = (DimRange(), DimRange())
+        details = {"tensorrt": str(installed_version(trt)), "built_with": str(info.get("tensorrt_version", "")),
+                   "gpu": dict(gpu), "mode": info.get("mode", ""), "version_compatible": bool(info.get("version_compatible"))}
+        if self._range is not None:
+            lo, hi = self._range
+            batch_range = (static or lo[0], None)  # batches over the profile's maximum run in chunks of it
+            spatial = (DimRange(min=lo[2], max=hi[2]), DimRange(min=lo[3], max=hi[3]))
+            details["profile"] = {"min": list(lo), "max": list(hi)}
+        return Capabilities(
+            kind=self.name, device=f"cuda:{index}", precision=info.get("precision", self.meta.precision),
+            input_name=self._input, input_shape=in_shape, output_name=self._output, output_shape=out_shape,
+            input_dtype=np.dtype(self._in_dtype).name, static_batch=static, batch_range=batch_range,
+            spatial=spatial, threads=None, providers=(), details=details, artifact=self.path)
+
+    def capabilities(self) -> Capabilities:
+        """Engine I/O names and shapes (None for dynamic dims), input dtype, static batch, batch and
+        H/W ranges of profile 0, ``cuda:N``, the sidecar's precision; ``details``: ``tensorrt``
+        (installed) and ``built_with`` versions, ``gpu``, build ``mode``, ``version_compatible``,
+        ``profile`` (min/max shapes, dynamic engines)."""
+        if self._caps is None:
+            raise ArtifactError(f"TensorRTBackend for {self.path} did not load")
+        return self._caps
+
+    def _step(self, n: int) -> int:
+        """Images per execution for a checked batch of ``n``."""
+        if not self._dynamic:
+            return self._engine_shape[0]
+        return min(n, self._range[1][0])  # larger batches run in chunks of the profile's maximum
 
     def _bind(self, shape: tuple[int, ...]) -> None:
         """Set the input shape and (re)allocate host/device buffers when the shape changes."""
@@ -135,39 +166,42 @@ class TensorRTBackend(Backend):
             return
         cuda, context = self._cuda, self._context
         self._free_buffers()
-        if self.dynamic and not context.set_input_shape(self.input_name, shape):
-            raise DataError(f"TensorRT rejected input shape {shape} for {self.input_name!r}")
-        out_shape = tuple(int(d) for d in context.get_tensor_shape(self.output_name))
-        for name, shp, dt in ((self.input_name, shape, self._in_dtype), (self.output_name, out_shape, self._out_dtype)):
+        if self._dynamic and not context.set_input_shape(self._input, shape):
+            raise DataError(f"TensorRT rejected input shape {shape} for {self._input!r}")
+        out_shape = tuple(int(d) for d in context.get_tensor_shape(self._output))
+        for name, shp, dt in ((self._input, shape, self._in_dtype), (self._output, out_shape, self._out_dtype)):
             self._host[name] = cuda.pagelocked_empty(shp, dt)
             self._device_mem[name] = cuda.mem_alloc(max(1, self._host[name].nbytes))
             context.set_tensor_address(name, int(self._device_mem[name]))
         self._shape = shape
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, H, W) -> float32 (N, K, H, W) logits."""
+        """float32 (N, 3, H, W) -> float32 (N, K, H, W) logits.
+
+        Raises:
+            DataError, UsageError: an input :meth:`Capabilities.check_input` refuses.
+            ArtifactError: the backend is closed, or TensorRT fails to execute.
+        """
         if self._closed:
             raise ArtifactError("TensorRTBackend is closed")
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4:
-            raise DataError(f"expected a (N, 3, H, W) batch, got shape {batch.shape}")
-        step = self._step(batch.shape)
+        batch = self._caps.check_input(batch)
+        step = self._step(batch.shape[0])
         outs = []
         with primary_context(self._cuda, self._ctx):
             for start in range(0, batch.shape[0], step):
                 chunk = batch[start:start + step]
-                self._bind(self.input_shape if not self.dynamic else chunk.shape)
+                self._bind(self._engine_shape if not self._dynamic else chunk.shape)
                 outs.append(self._execute(chunk))
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
     def _execute(self, chunk: np.ndarray) -> np.ndarray:
         cuda, context, stream = self._cuda, self._context, self._stream
-        h_in, h_out = self._host[self.input_name], self._host[self.output_name]
+        h_in, h_out = self._host[self._input], self._host[self._output]
         np.copyto(h_in, chunk)
-        cuda.memcpy_htod_async(self._device_mem[self.input_name], h_in, stream)
+        cuda.memcpy_htod_async(self._device_mem[self._input], h_in, stream)
         if not context.execute_async_v3(stream.handle):
             raise ArtifactError(f"TensorRT execution failed for {self.path}")
-        cuda.memcpy_dtoh_async(h_out, self._device_mem[self.output_name], stream)
+        cuda.memcpy_dtoh_async(h_out, self._device_mem[self._output], stream)
         stream.synchronize()
         return h_out.astype(np.float32, copy=True)
 
