@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from unet_edge.errors import UnetEdgeError, UnetEdgeWarning
+from unet_edge.formats import (CALIB_METHODS, DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, MAX_INT8_CLASS_DROP,
+                               MAX_INT8_MIOU_DROP)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT).")
@@ -254,8 +256,8 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 ONNX (FP32 I/O)."),
     int8: bool = typer.Option(False, "--int8", help="Also write an INT8 Q/DQ ONNX and a TensorRT calibration cache."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a dataset (train split) or image folder."),
-    calib_images: int = typer.Option(64, min=1, help="Number of calibration images."),
-    calib_method: str = typer.Option("entropy", help="entropy, minmax or percentile."),
+    calib_images: int = typer.Option(DEFAULT_CALIB_IMAGES, min=1, help="Number of calibration images."),
+    calib_method: str = typer.Option(DEFAULT_CALIB_METHOD, help=", ".join(CALIB_METHODS) + "."),
     data_format: Optional[str] = typer.Option(None, help="Force the dataset layout: carla, camvid, folder."),
     dynamic: bool = typer.Option(False, help="Dynamic batch/H/W ONNX (default: static 1x3xHxW, best for TensorRT/INT8)."),
     eval_data: Optional[Path] = typer.Option(None, help="Dataset to score every precision on (default: --calib-data)."),
@@ -269,8 +271,8 @@ def export(
     int8_cpu_scheme: Optional[str] = typer.Option(None, help="Force one CPU INT8 scheme: u8s8, u8s8-w7 (7-bit weights) or u8u8 "
                                                              "(default: the target's, fastest first)."),
     allow_int8_drop: bool = typer.Option(False, "--allow-int8-drop", help="Keep INT8 files that fail the accuracy check (exit 0)."),
-    max_int8_drop: float = typer.Option(1.0, min=0.0, help="INT8 check: most mIoU points an INT8 file may lose against FP32."),
-    max_int8_class_drop: float = typer.Option(3.0, min=0.0, help="INT8 check: most IoU points any class may lose."),
+    max_int8_drop: float = typer.Option(MAX_INT8_MIOU_DROP, min=0.0, help="INT8 check: most mIoU points an INT8 file may lose against FP32."),
+    max_int8_class_drop: float = typer.Option(MAX_INT8_CLASS_DROP, min=0.0, help="INT8 check: most IoU points any class may lose."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
 ):
@@ -471,7 +473,12 @@ def demo(
     from unet_edge.demo import run_demo
     from unet_edge.train import parse_time_budget
 
-    run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5),
+    from benchmarks.runner import BenchOptions, run_bench
+
+    def bench(artifacts: list[str], report_dir: Path, options: dict) -> dict:
+        return run_bench(artifacts, report_dir, BenchOptions(**options), log=log)
+
+    run_demo(out, epochs=epochs, threads=threads, n_train=scenes, n_val=max(1, scenes // 5), bench=bench,
              drive_frames=drive_frames, bench_iters=bench_iters, time_budget_s=parse_time_budget(time_budget),
              total_budget_s=parse_time_budget(total_budget), size=_size(size, "--size"), log=log)
 

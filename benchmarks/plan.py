@@ -19,16 +19,14 @@ from pathlib import Path
 
 from unet_edge.artifacts import artifact_kind, read_meta
 from unet_edge.errors import ArtifactError, BackendUnavailableError
-from unet_edge.export.pipeline import FILES as EXPORT_NAMES
+from unet_edge.formats import ENGINE_SUFFIXES, export_files
 from unet_edge.host import INT8_FAMILIES, HostInfo, probe_host
 from unet_edge.metadata import ModelMeta
 from unet_edge.precision import EMULATED_BF16_COST, cuda_native_bf16
 from unet_edge.runtime.ort_backend import int8_target
 
-#: Export-folder file names (mirrors ``unet_edge.export.pipeline.FILES``) in row order.
-
-EXPORT_FILES = tuple(EXPORT_NAMES[k] for k in ("torchscript", "fp32", "fp16", "int8", "int8_cpu"))
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+#: Model files of an export folder in row order (:func:`unet_edge.formats.export_files`).
+EXPORT_FILES = export_files(models_only=True)
 #: Precisions each artifact family is expected to offer; missing ones become skipped rows.
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 TRT_PRECISIONS = ("fp32", "fp16", "int8")

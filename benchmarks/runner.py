@@ -33,6 +33,7 @@ import numpy as np
 
 from unet_edge.errors import BackendUnavailableError, DataError, UnetEdgeError, UsageError
 from unet_edge.host import resolve_threads
+from unet_edge.metrics import label_agreement
 
 from .hostinfo import host_info, load_avg
 from .plan import Plan, RowSpec, plan_rows
@@ -191,7 +192,7 @@ def _interleaved_latency(loaded: list[tuple[RowSpec, object]], ctx: _Ctx) -> dic
             inputs = b1[start:] + b1[:start]
             try:
                 out[spec.id] += time_calls(backend.infer, inputs, share[r], opts.warmup if r == 0 else min(2, opts.warmup),
-                                           Timer(backend.device))
+                                           Timer(backend.capabilities().device))
             except Exception as e:  # noqa: BLE001 - reported in this row only
                 out[spec.id] = e
     return out
@@ -210,17 +211,26 @@ def _batch_warmup(opts: BenchOptions) -> int:
 def _batch_latency(spec: RowSpec, backend, timer: Timer, ctx: _Ctx,
                    notes: list[str]) -> tuple[Timing | None, list[float] | None]:
     """(latency, samples in ms) of ``opts.batch``-image calls; (None, None) at batch 1 (the caller
-    reuses the batch-1 latency) or when a static-batch graph cannot run that batch. A static batch
-    is noted in ``notes``. Raises what the backend raises."""
+    reuses the batch-1 latency) or when the backend cannot run that batch (its
+    :meth:`~unet_edge.runtime.base.Capabilities.check_shape` refuses it: not a multiple of a static
+    batch, over a maximum batch). Static-batch chunking and refusals are noted in ``notes``. Raises
+    what the backend raises."""
     bn = ctx.opts.batch
     if bn == 1:
         return None, None
-    if spec.static_batch and bn % spec.static_batch:
-        notes.append(f"static batch {spec.static_batch}: batch {bn} not a multiple, not timed")
+    caps = backend.capabilities()
+    static = caps.static_batch
+    if static and bn % static:
+        notes.append(f"static batch {static}: batch {bn} not a multiple, not timed")
+        return None, None
+    try:
+        caps.check_shape((bn, *ctx.pool.shape[1:]))
+    except (UsageError, DataError) as e:
+        notes.append(f"batch {bn} not timed: {e}")
         return None, None
     samples = time_calls(backend.infer, _batches(ctx.pool, bn), _batch_iters(ctx.opts), _batch_warmup(ctx.opts), timer)
-    if spec.static_batch and spec.static_batch < bn:
-        notes.append(f"static batch {spec.static_batch}: batch {bn} runs as {bn // spec.static_batch} chunks")
+    if static and static < bn:
+        notes.append(f"static batch {static}: batch {bn} runs as {bn // static} chunks")
     return Timing.of(samples), [round(v, 4) for v in samples]
 
 
@@ -241,7 +251,8 @@ def _accuracy_pass(spec: RowSpec, backend, ctx: _Ctx) -> tuple[dict | None, np.n
         from unet_edge.evaluate import evaluate
 
         meta = backend.meta.with_(input_size=ctx.size)
-        metrics = evaluate(recording_infer, ctx.dataset, meta, batch_size=spec.static_batch or ctx.opts.eval_batch,
+        metrics = evaluate(recording_infer, ctx.dataset, meta,
+                           batch_size=backend.capabilities().static_batch or ctx.opts.eval_batch,
                            limit=ctx.opts.limit, progress=ctx.opts.progress, description=f"mIoU {spec.id}")
     else:
         for i in range(len(ctx.pool)):
@@ -249,26 +260,12 @@ def _accuracy_pass(spec: RowSpec, backend, ctx: _Ctx) -> tuple[dict | None, np.n
     return metrics, (np.concatenate(preds) if preds else None)
 
 
-def label_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
-    """(fraction of pixels whose class id is equal in two label maps of one shape, pixels compared).
-
-    The same computation as the ``argmax_agreement`` of ``unet_edge.export.onnx_export.parity``;
-    meant to move to ``unet_edge.metrics`` so that both use one function.
-
-    Raises:
-        ValueError: the shapes differ or the maps are empty.
-    """
-    if reference.shape != candidate.shape or reference.size == 0:
-        raise ValueError(f"label maps of shapes {reference.shape} and {candidate.shape}: need one non-empty shape")
-    return float((reference == candidate).mean()), int(reference.size)
-
-
 def _measure(spec: RowSpec, backend, samples_ms: list[float], row: Row, ctx: _Ctx) -> None:
     """Given the row's batch-1 samples, measure the rest of one row (batch-N latency, accuracy,
     agreement with the baseline) and fill ``row`` in, status ``ok``. The first FP32 row measured
     becomes the baseline of the agreement (see :func:`_measure_order`). Raises what the backend
     raises, leaving ``row``'s measurements empty."""
-    timer = Timer(backend.device)
+    timer = Timer(backend.capabilities().device)
     latency = Timing.of(samples_ms)
     notes = list(row.notes)
     batch_latency, batch_samples = _batch_latency(spec, backend, timer, ctx, notes)

@@ -13,11 +13,12 @@ import numpy as np
 
 from unet_edge.data.layouts import IMAGE_EXTS, check_classes, load_dataset, read_image
 from unet_edge.errors import DataError
+from unet_edge.formats import DEFAULT_CALIB_IMAGES
 from unet_edge.metadata import ModelMeta
-from unet_edge.preprocess import preprocess
+from unet_edge.preprocess import preprocess_batch
 
 
-def calibration_images(data: str | Path, n: int = 64, data_format: str | None = None, seed: int = 0,
+def calibration_images(data: str | Path, n: int = DEFAULT_CALIB_IMAGES, data_format: str | None = None, seed: int = 0,
                        meta: ModelMeta | None = None) -> list[Path]:
     """Pick ``n`` images (seeded, without replacement) from the training split of ``data``.
 
@@ -53,9 +54,9 @@ def calibration_images(data: str | Path, n: int = 64, data_format: str | None = 
 
 def calibration_batches(paths: list[Path], meta: ModelMeta, batch_size: int = 1) -> Iterator[np.ndarray]:
     """Yield float32 (B, 3, H, W) batches, H x W = ``meta.input_size``, preprocessed exactly as the
-    runtime does (:func:`unet_edge.preprocess.preprocess`). The last batch may be smaller."""
+    runtime does (:func:`unet_edge.preprocess.preprocess_batch`). The last batch may be smaller."""
     for i in range(0, len(paths), batch_size):
-        yield np.stack([preprocess(read_image(p), meta) for p in paths[i : i + batch_size]])
+        yield preprocess_batch([read_image(p) for p in paths[i : i + batch_size]], meta)
 
 
 class OrtCalibrationReader:

@@ -152,10 +152,11 @@ def test_interleaved_latency_visits_rows_in_rounds_and_isolates_failures():
     calls: list[str] = []
 
     class Fake:
-        device = "cpu"
-
         def __init__(self, name, fail_at=None):
             self.name, self.fail_at, self.n = name, fail_at, 0
+
+        def capabilities(self):
+            return SimpleNamespace(device="cpu")
 
         def infer(self, x):
             self.n += 1
@@ -172,6 +173,44 @@ def test_interleaved_latency_visits_rows_in_rounds_and_isolates_failures():
     assert len(out["a"]) == len(out["b"]) == 7 and isinstance(out["c"], RuntimeError)
     # round 1: 3 warmup + 3 timed each; round 2: 2 warmup + 2 timed (c fails on its 8th call); round 3: 2 + 2
     assert calls == ["a"] * 6 + ["b"] * 6 + ["c"] * 6 + ["a"] * 4 + ["b"] * 4 + ["c"] + ["a"] * 4 + ["b"] * 4
+
+
+def test_batch_latency_asks_the_loaded_backend_which_batches_it_takes():
+    from types import SimpleNamespace
+
+    from benchmarks.runner import _batch_latency, _Ctx
+    from unet_edge.runtime.base import Capabilities
+
+    calls: list[int] = []
+
+    class Fake:
+        def __init__(self, **caps):
+            self.caps = Capabilities(kind="fake", device="cpu", precision="fp32", input_name="images",
+                                     output_name="logits", output_shape=(None, 3, None, None), artifact="m.pt2",
+                                     **{"input_shape": (None, 3, None, None)} | caps)
+
+        def capabilities(self):
+            return self.caps
+
+        def infer(self, x):
+            calls.append(len(x))
+            return x
+
+    ctx = _Ctx(opts=BenchOptions(batch=4, iters=5, warmup=0), plan=None, size=(2, 2),
+               pool=np.zeros((4, 3, 2, 2), np.float32), inputs_desc="", dataset=None, log=print)
+    spec = SimpleNamespace(static_batch=None)  # what the plan read from the file is not asked
+    notes: list[str] = []
+    assert _batch_latency(spec, Fake(batch_range=(1, 2)), Timer("cpu"), ctx, notes) == (None, None)
+    assert notes == ["batch 4 not timed: m.pt2 (fake): batch 4 is outside [1, 2]; split the batch"] and calls == []
+    notes = []
+    three = Fake(static_batch=3, input_shape=(3, 3, None, None), batch_range=(3, None))
+    assert _batch_latency(spec, three, Timer("cpu"), ctx, notes) == (None, None)
+    assert notes == ["static batch 3: batch 4 not a multiple, not timed"] and calls == []
+    notes = []
+    two = Fake(static_batch=2, input_shape=(2, 3, None, None), batch_range=(2, None))
+    latency, samples = _batch_latency(spec, two, Timer("cpu"), ctx, notes)
+    assert notes == ["static batch 2: batch 4 runs as 2 chunks"]
+    assert calls == [4] * 7 and latency.n == len(samples) == 5  # 2 warmup + max(5, 5 // 4) timed calls
 
 
 def test_plan_lists_every_row_and_skips_with_reasons(checkpoint, export_dir):

@@ -282,3 +282,41 @@ def test_every_artifact_records_its_source_checkpoint(tiny_export, tiny_run):
                                          "model_int8_cpu.onnx", "calib.cache"}
     assert set(sources.values()) == {want}
     assert check_consistent(sources) == want
+
+
+def test_parity_agreement_is_metrics_label_agreement():
+    from unet_edge.export.onnx_export import parity
+    from unet_edge.metrics import label_agreement
+
+    ref = np.zeros((1, 3, 2, 5), np.float32)
+    ref[0, 1] = 1.0  # class 1 everywhere
+    cand = ref.copy()
+    cand[0, 2, 0, :3] = 2.0  # class 2 at 3 of 10 pixels
+    p = parity(ref, cand)
+    assert p["argmax_agreement"] == label_agreement(ref.argmax(1), cand.argmax(1))[0] == 0.7
+    assert p["max_abs_error"] == 2.0 and p["mean_abs_error"] == pytest.approx(6.0 / 30)
+    assert label_agreement(ref.argmax(1), cand.argmax(1)) == (0.7, 10)
+    for bad in ((ref, cand[:, :, :1]), (ref[:0], cand[:0])):
+        with pytest.raises(ValueError):
+            parity(*bad)
+    with pytest.raises(ValueError, match="non-empty"):
+        label_agreement(np.zeros((0, 2), np.uint8), np.zeros((0, 2), np.uint8))
+
+
+def test_preprocess_batch_is_preprocess_per_image():
+    from unet_edge.errors import DataError
+    from unet_edge.metadata import ModelMeta
+    from unet_edge.preprocess import preprocess, preprocess_batch
+
+    meta = ModelMeta(arch={"num_classes": 2}, class_names=["a", "b"], palette=[[0, 0, 0], [1, 1, 1]],
+                     input_size=(8, 12))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((8, 12), (20, 30))]
+    batch = preprocess_batch(images, meta)
+    assert batch.shape == (2, 3, 8, 12) and batch.dtype == np.float32
+    assert np.array_equal(batch, np.stack([preprocess(im, meta) for im in images]))
+    assert preprocess_batch(images, meta, size=(4, 6)).shape == (2, 3, 4, 6)
+    with pytest.raises(DataError, match="at least one"):
+        preprocess_batch([], meta)
+    with pytest.raises(DataError, match="RGB uint8"):
+        preprocess_batch([images[0].astype(np.float32)], meta)

@@ -399,6 +399,17 @@ def test_resolve_and_precision_checks(tmp_path):
     check_onnx_precision(_meta("fp32"), BuildOptions(precision="int8", mode="implicit"), Path("m.onnx"))
     with pytest.raises(ArtifactError, match="model_fp16.onnx"):
         check_onnx_precision(_meta("fp32"), BuildOptions(precision="fp16"), Path("m.onnx"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match=r"model_int8.onnx not found; create it with: unet-edge export "
+                                            r"<checkpoint> --out \S+ --int8 --calib-data <dataset>$"):
+        resolve_onnx(empty, BuildOptions(precision="int8"))
+    with pytest.raises(ArtifactError, match=r"model_fp32.onnx not found; create it with: unet-edge export "
+                                            r"<checkpoint> --out \S+$"):  # implicit INT8 reads the FP32 ONNX
+        resolve_onnx(empty, BuildOptions(precision="int8", mode="implicit"))
+    for bad in ("1x3x-4x4", "1x3x360"):
+        with pytest.raises(ExportError, match=r"^shape must look like NxCxHxW \(positive integers\), e\.g\. 1x3x360x480"):
+            parse_shape(bad)
 
 
 # --- sidecar and compatibility ----------------------------------------------------------------

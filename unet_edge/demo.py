@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from .data.synth import generate_dataset, render_drive
-from .export.pipeline import FILES, ExportOptions, export_all
+from .export.pipeline import ExportOptions, export_all
+from .formats import artifact
 from .host import probe_host, resolve_threads
 from .io_utils import write_json_atomic
 from .precision import choose_precision
@@ -87,6 +88,7 @@ def _bench_plan(seconds_left: float, frame_s: float, iters: int, n_val: int, dri
 def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, n_train: int = 160, n_val: int = 32,
              drive_frames: int = 90, bench_iters: int = 30, time_budget_s: float | None = DEMO_TRAIN_BUDGET_S,
              total_budget_s: float | None = DEMO_TOTAL_BUDGET_S, size: tuple[int, int] = DEMO_SIZE,
+             bench: Callable[[list[str], Path, dict], dict] | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Run every stage into ``out`` and return a summary dict (also ``out/demo_summary.json``).
 
@@ -98,6 +100,10 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
         total_budget_s: budget of the whole demo in seconds; caps the training budget (keeping
             :data:`DEMO_AFTER_TRAIN_S` for the later stages) and cuts the benchmark's calls and
             measurements (:func:`_bench_plan`) to the time left. None: no cap.
+        bench: the benchmark stage, ``bench(artifacts, report_dir, options) -> report dict`` with
+            ``options`` the ``benchmarks.runner.BenchOptions`` fields to set (``cli.py`` passes
+            ``run_bench``: the library does not import ``benchmarks``). None: the stage is skipped,
+            with a log line.
 
     Layout: ``data/`` scenes, ``train/`` checkpoints + curves, ``export/`` artifacts,
     ``drive.mp4`` and ``drive_int8_overlay.mp4``, ``bench/`` report. The summary records the
@@ -106,8 +112,6 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
     """
     t0 = time.time()
     import torch
-
-    from benchmarks.runner import BenchOptions, run_bench
 
     out = Path(out)
     threads = resolve_threads(threads)
@@ -152,23 +156,27 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
     t = time.time()
     video = render_drive(out / "drive.mp4", frames=drive_frames, size=size, seed=7)
     overlay = out / "drive_int8_overlay.mp4"
-    with load_backend(export_dir / FILES["int8_cpu"], device="cpu", threads=threads) as backend:
+    with load_backend(export_dir / artifact("onnx_int8_cpu").file, device="cpu", threads=threads) as backend:
         stats = stream(backend, video, out=overlay)
     stages["stream"] = round(time.time() - t, 1)
     log(f"      {stats.frames} frames, {stats.fps:.1f} FPS end to end, {stats.infer_fps:.1f} FPS inference only")
 
-    plan = _bench_plan(left() - 10.0, 1.0 / max(stats.fps, 1e-3), bench_iters, n_val, drive_frames)
-    cut = {0: "", 1: "; in-process memory, 45 streamed frames", 2: "; no memory probe, 20 streamed frames",
-           3: "; no memory probe, no streaming rows"}[plan["level"]]
-    log(f"[5/5] benchmarking every backend/precision ({plan['iters']} timed calls per row"
-        + (f"; level-{plan['level']} cuts to fit the {format_duration(total_budget_s)} demo budget{cut}, "
-           f"~{plan['estimate_s']:.0f} s" if plan["level"] else "") + ")")
-    t = time.time()
-    bench_opts = {k: plan[k] for k in ("iters", "batch_iters", "rounds", "warmup", "memory", "stream", "limit")}
-    bench = run_bench([summary["best"], str(export_dir)], out / "bench",
-                      BenchOptions(data=str(data), split="val", threads=threads, video=str(video),
-                                   stream_frames=max(1, plan["stream_frames"]), **bench_opts), log=log)
-    stages["bench"] = round(time.time() - t, 1)
+    plan, bench_result = None, {}
+    if bench is None:
+        log("[5/5] benchmark skipped (no bench stage given)")
+    else:
+        plan = _bench_plan(left() - 10.0, 1.0 / max(stats.fps, 1e-3), bench_iters, n_val, drive_frames)
+        cut = {0: "", 1: "; in-process memory, 45 streamed frames", 2: "; no memory probe, 20 streamed frames",
+               3: "; no memory probe, no streaming rows"}[plan["level"]]
+        log(f"[5/5] benchmarking every backend/precision ({plan['iters']} timed calls per row"
+            + (f"; level-{plan['level']} cuts to fit the {format_duration(total_budget_s)} demo budget{cut}, "
+               f"~{plan['estimate_s']:.0f} s" if plan["level"] else "") + ")")
+        t = time.time()
+        bench_opts = {k: plan[k] for k in ("iters", "batch_iters", "rounds", "warmup", "memory", "stream", "limit")}
+        bench_result = bench([summary["best"], str(export_dir)], out / "bench",
+                             dict(data=str(data), split="val", threads=threads, video=str(video),
+                                  stream_frames=max(1, plan["stream_frames"]), **bench_opts))
+        stages["bench"] = round(time.time() - t, 1)
     result = {
         "seconds": round(time.time() - t0, 1), "total_budget_s": total_budget_s, "stage_seconds": stages,
         "dataset": str(data), "checkpoint": summary["best"], "val_miou": summary["best_miou"],
@@ -176,7 +184,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
                                           "precision", "threads", "device")},
         "export": str(export_dir), "export_eval": report.get("eval", {}),
         "drive_video": str(video), "overlay_video": str(overlay), "stream": stats.to_dict(),
-        "bench_report": str(out / "bench"), "bench_plan": plan, "bench_seconds": bench.get("seconds"),
+        "bench_report": str(out / "bench"), "bench_plan": plan, "bench_seconds": bench_result.get("seconds"),
         "host": host.to_dict(),
     }
     write_json_atomic(out / "demo_summary.json", result)

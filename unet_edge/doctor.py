@@ -2,7 +2,7 @@
 (in the spirit of ``yolo checks`` and ``polygraphy inspect capability``)."""
 from __future__ import annotations
 
-from .export.int8 import CPU_SCHEMES, CPU_TARGETS
+from .formats import CPU_SCHEMES, CPU_TARGETS, artifact
 from .host import HostInfo, probe_host
 from .precision import choose_precision
 
@@ -41,9 +41,10 @@ def diagnose(host: HostInfo | None = None) -> dict:
                     "why": "physical cores usable by this process (PyTorch and ONNX Runtime; --threads overrides)"})
     t = CPU_TARGETS[host.int8_family]
     tried = " -> ".join(f"{s} ({CPU_SCHEMES[s]['weights']})" for s in t["schemes"])
-    choices.append({"stage": "export --int8 (CPU file)", "choice": f"model_int8_cpu.onnx for {host.int8_family}: {tried}",
+    cpu_file, trt_file, cache = (artifact(k).file for k in ("onnx_int8_cpu", "onnx_int8", "calib_cache"))
+    choices.append({"stage": "export --int8 (CPU file)", "choice": f"{cpu_file} for {host.int8_family}: {tried}",
                     "why": t["why"] + ("; the next scheme only when the INT8 check fails" if len(t["schemes"]) > 1 else "")})
-    choices.append({"stage": "export --int8 (TensorRT file)", "choice": "model_int8.onnx: symmetric int8 Q/DQ + calib.cache",
+    choices.append({"stage": "export --int8 (TensorRT file)", "choice": f"{trt_file}: symmetric int8 Q/DQ + {cache}",
                     "why": "TensorRT explicit quantization (10.x and 11.x) needs zero points of 0"})
     choices.append({"stage": "bench PyTorch BF16 row", "choice": "timed" if host.native_bf16 else "skipped",
                     "why": cpu.reason if host.native_bf16 else "bf16 is emulated on this CPU (minutes per row); --emulated times it"})
@@ -51,9 +52,9 @@ def diagnose(host: HostInfo | None = None) -> dict:
         deploy = ("TensorRT engine (unet-edge build EXPORT_DIR --precision int8)",
                   f"TensorRT {host.tensorrt} and {gpu.name}: engines are built on the target GPU")
     elif gpu and "CUDAExecutionProvider" in host.ort_providers:
-        deploy = ("model_fp16.onnx on ONNX Runtime CUDA", "a CUDA GPU without TensorRT")
+        deploy = (f"{artifact('onnx_fp16').file} on ONNX Runtime CUDA", "a CUDA GPU without TensorRT")
     else:
-        deploy = (f"model_int8_cpu.onnx (ONNX Runtime CPU, made for {host.int8_family})",
+        deploy = (f"{cpu_file} (ONNX Runtime CPU, made for {host.int8_family})",
                   "no usable GPU: the CPU INT8 file is the fastest artifact that keeps FP32's mIoU "
                   "(the export's INT8 check verifies it on this host)")
     choices.append({"stage": "run / deploy", "choice": deploy[0], "why": deploy[1]})

@@ -10,7 +10,7 @@ import numpy as np
 from .data.layouts import SegDataset, check_classes
 from .metadata import ModelMeta
 from .metrics import ConfusionMatrix
-from .preprocess import colorize, labels_from_logits, preprocess, resize_labels
+from .preprocess import colorize, labels_from_logits, preprocess_batch, resize_labels
 from .progress import progress_iter
 
 
@@ -29,7 +29,7 @@ def evaluate(
 
     Args:
         infer: float32 (N, 3, H, W) -> logits float32 (N, K, H, W), e.g. ``Backend.infer``.
-        dataset: the split; images are preprocessed with :func:`unet_edge.preprocess.preprocess`.
+        dataset: the split; images are preprocessed with :func:`unet_edge.preprocess.preprocess_batch`.
         meta: model metadata (input size, class names, ignore index).
         limit: score only the first ``limit`` images.
         save_dir: if set, write up to ``max_saved`` PNGs: input | ground truth | prediction.
@@ -53,7 +53,7 @@ def evaluate(
     for start in progress_iter(range(0, n, batch_size), total=(n + batch_size - 1) // batch_size,
                                description=description, enabled=progress):
         items = [dataset[i] for i in range(start, min(start + batch_size, n))]
-        batch = np.stack([preprocess(img, meta) for img, _ in items])
+        batch = preprocess_batch([img for img, _ in items], meta)
         preds = labels_from_logits(infer(batch))
         for k, ((img, mask), pred) in enumerate(zip(items, preds)):
             pred = resize_labels(pred, mask.shape[:2])

@@ -83,3 +83,18 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None)
         "per_class_dice": named(dice),
         "pixels": int(total),
     }
+
+
+def label_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, int]:
+    """(fraction of pixels whose class id is equal in two label maps of one shape, pixels compared).
+
+    The argmax agreement of the export's parity check and of ``bench`` rows against their baseline:
+    ``reference`` and ``candidate`` are integer class ids of any one shape, e.g. uint8 (N, H, W)
+    from :func:`unet_edge.preprocess.labels_from_logits`.
+
+    Raises:
+        ValueError: the shapes differ or the maps are empty.
+    """
+    if reference.shape != candidate.shape or reference.size == 0:
+        raise ValueError(f"label maps of shapes {reference.shape} and {candidate.shape}: need one non-empty shape")
+    return float(np.count_nonzero(reference == candidate) / reference.size), int(reference.size)

@@ -44,8 +44,20 @@ def preprocess(image_rgb: np.ndarray, meta: ModelMeta, size: tuple[int, int] | N
 
 
 def preprocess_batch(images_rgb: list[np.ndarray], meta: ModelMeta, size: tuple[int, int] | None = None) -> np.ndarray:
-    """:func:`preprocess` for a list of frames -> float32 (N, 3, H_in, W_in)."""
-    return np.stack([preprocess(im, meta, size) for im in images_rgb])
+    """:func:`preprocess` for a list of N >= 1 RGB uint8 frames (each (H, W, 3), sizes may differ)
+    -> float32 (N, 3, H_in, W_in), the batch that evaluation, calibration and the export's parity
+    check feed a backend.
+
+    Raises:
+        DataError: the list is empty, or a frame is not (H, W, 3) uint8.
+    """
+    if len(images_rgb) == 0:
+        raise DataError("no images to preprocess: a batch needs at least one")
+    h, w = size or meta.input_size
+    batch = np.empty((len(images_rgb), 3, h, w), dtype=np.float32)
+    for i, im in enumerate(images_rgb):
+        batch[i] = preprocess(im, meta, (h, w))
+    return batch
 
 
 def labels_from_logits(logits: np.ndarray) -> np.ndarray:

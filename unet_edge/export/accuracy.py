@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Defaults of ``export --max-int8-drop`` / ``--max-int8-class-drop`` (points).
-MAX_MIOU_DROP = 1.0
-MAX_CLASS_DROP = 3.0
+from ..formats import MAX_INT8_CLASS_DROP, MAX_INT8_MIOU_DROP
+
+#: Defaults of ``export --max-int8-drop`` / ``--max-int8-class-drop`` (points), from :mod:`unet_edge.formats`.
+MAX_MIOU_DROP = MAX_INT8_MIOU_DROP
+MAX_CLASS_DROP = MAX_INT8_CLASS_DROP
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ QDQ format with per-channel symmetric int8 weights on the output-channel axis:
     not accept non-zero zero points: this file is for CPUs. How the integer kernels add products
     depends on the CPU, so the file is made for one INT8 kernel family (:data:`CPU_TARGETS`,
     :attr:`unet_edge.host.HostInfo.int8_family`) and records it as ``quantization.target``.
+    :data:`CPU_SCHEMES`, :data:`CPU_TARGETS` and :data:`CALIB_METHODS` live in :mod:`unet_edge.formats`
+    (re-exported here), so ``doctor`` reads them without importing the export stack.
 
 In the ``tensorrt`` file the 1x1 head (last Conv and what follows it) stays FP32, so the logits
 keep full precision and the calibration cache names only tensors of the FP32 graph. The ``cpu``
@@ -42,54 +44,25 @@ from onnx import numpy_helper
 from calibration.images import OrtCalibrationReader, calibration_images
 
 from ..errors import ExportError
+from ..formats import CALIB_METHODS, CPU_SCHEMES, CPU_TARGETS, DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD
 from ..host import INT8_FAMILIES, probe_host
 from ..io_utils import write_json_atomic
 from ..metadata import ModelMeta, sidecar_path
 from .onnx_export import save_onnx, simplify_onnx
 from .rewrite import interleave_depth_to_space
 
-CALIB_METHODS = ("entropy", "minmax", "percentile")
 SCHEMES = {
     "tensorrt": {"variant": "tensorrt-qdq", "activations": "int8 symmetric (zero point 0)", "bias": "float",
                  "head": "fp32"},
     "cpu": {"variant": "cpu-u8s8", "activations": "uint8 asymmetric", "bias": "int32", "head": "int8",
             "upsampling": "NHWC interleave (no DepthToSpace)"},
 }
-
-#: CPU INT8 weight schemes (activations are uint8 asymmetric in all). ``u8s8-w7`` quantizes
-#: weights to 7 bits ([-64, 64], ONNX Runtime's ``reduce_range``) and ``u8u8`` to uint8: ONNX
-#: Runtime's documented remedies for x86 CPUs without VNNI, whose U8S8 kernels (``VPMADDUBSW``)
-#: add two u8 x s8 products into an int16 and saturate (255 * 127 * 2 = 64770 > 32767). With
-#: |w| <= 64 a pair is at most 255 * 64 * 2 = 32640; U8U8 kernels widen to 16 bits first
-#: (``VPMADDWD``) and accumulate in int32 (ONNX Runtime docs, "Quantize ONNX models": "When and why
-#: do I need to try U8U8?"). Neither saturates anywhere, so their accuracy does not depend on the CPU.
-CPU_SCHEMES = {
-    "u8s8": {"variant": "cpu-u8s8", "weight_type": "int8", "reduce_range": False,
-             "weights": "int8 per channel, full range"},
-    "u8s8-w7": {"variant": "cpu-u8s8-w7", "weight_type": "int8", "reduce_range": True,
-                "weights": "int8 per channel, 7-bit range [-64, 64] (reduce_range)"},
-    "u8u8": {"variant": "cpu-u8u8", "weight_type": "uint8", "reduce_range": False,
-             "weights": "uint8 per channel, symmetric (zero point 128)"},
-}
-
-#: Per INT8 kernel family (:data:`unet_edge.host.INT8_FAMILIES`): the CPU schemes in the order the
-#: export tries them (fastest first; the next one only when the INT8 accuracy check fails), and why.
-CPU_TARGETS = {
-    "x86-vnni": {"schemes": ("u8s8",),
-                 "why": "VNNI/AMX add u8 x s8 products in int32 (VPDPBUSD): nothing saturates, full 8-bit weights"},
-    "x86-avx2": {"schemes": ("u8s8-w7", "u8u8"),
-                 "why": "no VNNI: VPMADDUBSW saturates u8 x s8 pair sums at int16 (full-range U8S8 on an AVX2-only "
-                        "EPYC: CamVid mIoU 0.289 vs FP32 0.353, Sky IoU 0.87 -> 0.31); 7-bit weights cannot saturate, "
-                        "and U8U8 (slower, full 8 bits) is taken when they lose too much accuracy"},
-    "arm64": {"schemes": ("u8s8",),
-              "why": "Arm int8 kernels (SDOT/UDOT, SMMLA) accumulate in int32: no saturation (not measured yet)"},
-    "generic": {"schemes": ("u8u8",),
-                "why": "unknown integer kernels: a scheme that saturates on no ISA"},
-}
+__all__ = ["CALIB_METHODS", "CPU_SCHEMES", "CPU_TARGETS", "SCHEMES", "activation_scales", "check_qdq", "cpu_target",
+           "export_int8", "head_nodes"]
 
 
 def cpu_target(target: str | None) -> str:
-    """``target`` (a key of :data:`CPU_TARGETS`), or this host's INT8 family when None.
+    """``target`` (a key of :data:`~unet_edge.formats.CPU_TARGETS`), or this host's INT8 family when None.
 
     Raises:
         ExportError: an unknown target.
@@ -101,9 +74,9 @@ def cpu_target(target: str | None) -> str:
 
 
 def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_data: str | Path,
-                calib_images: int = 64, calib_method: str = "entropy", data_format: str | None = None,
-                cache_path: str | Path | None = None, seed: int = 0, scheme: str = "tensorrt",
-                target: str | None = None, cpu_scheme: str | None = None) -> Path:
+                calib_images: int = DEFAULT_CALIB_IMAGES, calib_method: str = DEFAULT_CALIB_METHOD,
+                data_format: str | None = None, cache_path: str | Path | None = None, seed: int = 0,
+                scheme: str = "tensorrt", target: str | None = None, cpu_scheme: str | None = None) -> Path:
     """Quantize the FP32 ONNX at ``fp32_path`` into a Q/DQ INT8 ONNX at ``path``.
 
     Args:
@@ -127,7 +100,7 @@ def export_int8(fp32_path: str | Path, meta: ModelMeta, path: str | Path, calib_
     methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                "percentile": CalibrationMethod.Percentile}
     if calib_method not in methods:
-        raise ExportError(f"unknown --calib-method {calib_method!r}; choose one of {CALIB_METHODS}")
+        raise ExportError(f"unknown --calib-method {calib_method!r}; choose one of {', '.join(CALIB_METHODS)}")
     if scheme not in SCHEMES:
         raise ExportError(f"unknown INT8 scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
     trt = scheme == "tensorrt"

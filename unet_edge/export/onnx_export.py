@@ -13,6 +13,8 @@ import torch
 from ..errors import ExportError
 from ..io_utils import atomic_path, write_json_atomic
 from ..metadata import METADATA_KEY, ModelMeta, sidecar_path
+from ..metrics import label_agreement
+from ..preprocess import labels_from_logits
 
 OPSET = 17
 
@@ -94,9 +96,14 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, path: str | Path, dynam
 
 def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """Compare two logit arrays (N, K, H, W): ``max_abs_error``, ``mean_abs_error`` and
-    ``argmax_agreement`` (fraction of pixels with the same predicted class)."""
-    from ..preprocess import labels_from_logits
+    ``argmax_agreement`` (fraction of pixels with the same predicted class,
+    :func:`unet_edge.metrics.label_agreement`).
 
+    Raises:
+        ValueError: the shapes differ or the arrays are empty.
+    """
+    if reference.shape != candidate.shape:
+        raise ValueError(f"logits of shapes {reference.shape} and {candidate.shape}: need one shape")
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    agree = float((labels_from_logits(reference) == labels_from_logits(candidate)).mean())
+    agree, _ = label_agreement(labels_from_logits(reference), labels_from_logits(candidate))
     return {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean()), "argmax_agreement": agree}

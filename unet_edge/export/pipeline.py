@@ -23,25 +23,22 @@ from ..artifacts import model_from_checkpoint, read_meta
 from ..data.layouts import load_dataset
 from ..errors import ArtifactError, DataError, Int8AccuracyError, UnetEdgeError, UsageError
 from ..evaluate import evaluate
+from ..formats import (CALIB_METHODS, CPU_SCHEMES, CPU_TARGETS, DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD,
+                       ENGINE_SUFFIXES, EXPORT_REPORT, artifact, export_files)
 from ..host import probe_host, resolve_threads
 from ..io_utils import sha256, write_json_atomic
-from ..preprocess import preprocess
+from ..preprocess import preprocess_batch
 from ..provenance import SHA_KEY, source_record
 from ..runtime.ort_backend import OrtBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from ..transaction import StagedFolder
 from .accuracy import MAX_CLASS_DROP, MAX_MIOU_DROP, check_int8
 from .fp16 import export_fp16
-from .int8 import export_int8
+from .int8 import cpu_target, export_int8
 from .onnx_export import export_onnx, parity
 from .rewrite import for_deployment
 from .torchscript import export_torchscript, load_torchscript
 
-#: Artifact file names inside an export folder; other stages (TensorRT build, Jetson bundle) rely on them.
-#: ``calib.cache`` has a ``calib.cache.json`` sidecar (model metadata with its provenance).
-FILES = {"torchscript": "model.ts", "fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx",
-         "int8": "model_int8.onnx", "int8_cpu": "model_int8_cpu.onnx", "calib_cache": "calib.cache",
-         "report": "export_report.json"}
 
 
 @dataclass
@@ -51,8 +48,8 @@ class ExportOptions:
     fp16: bool = False
     int8: bool = False
     calib_data: str | None = None
-    calib_images: int = 64
-    calib_method: str = "entropy"
+    calib_images: int = DEFAULT_CALIB_IMAGES
+    calib_method: str = DEFAULT_CALIB_METHOD
     data_format: str | None = None
     dynamic: bool = False
     parity_images: int = 4
@@ -74,8 +71,6 @@ class ExportOptions:
             UsageError: ``int8`` without ``calib_data``; an unknown ``calib_method``,
                 ``int8_target`` or ``int8_cpu_scheme``; a count below 1.
         """
-        from .int8 import CALIB_METHODS, CPU_SCHEMES, CPU_TARGETS
-
         if self.int8 and not self.calib_data:
             raise UsageError("--int8 needs --calib-data DIR (a dataset or image folder to calibrate on)")
         for flag, value, known in (("--calib-method", self.calib_method, CALIB_METHODS),
@@ -103,14 +98,15 @@ def _parity_batch(meta, opts: ExportOptions) -> np.ndarray:
             except DataError:
                 continue
             n = min(opts.parity_images, len(ds))
-            return np.stack([preprocess(ds[i][0], meta) for i in range(n)])
+            return preprocess_batch([ds[i][0] for i in range(n)], meta)
     return np.random.default_rng(0).standard_normal((opts.parity_images, 3, *meta.input_size)).astype(np.float32)
 
 
 def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, log: Callable[[str], None] = print,
                finish: Callable[[Path, dict], None] | None = None) -> dict:
-    """Export a checkpoint into ``out_dir`` (file names in :data:`FILES`) and return the report
-    (also written to ``export_report.json``): per artifact its path, size MB, sha256, parity vs
+    """Export a checkpoint into ``out_dir`` (file names and report keys from
+    :data:`unet_edge.formats.ARTIFACTS`) and return the report (also written to
+    :data:`~unet_edge.formats.EXPORT_REPORT`): per artifact its path, size MB, sha256, parity vs
     PyTorch FP32 (max abs logit error, argmax agreement), the host it was made on and, with
     ``eval_data``, validation metrics per precision plus the INT8 accuracy check
     (``int8_check``: INT8 vs FP32 per class, and the fake-quant run that separates scale and
@@ -144,7 +140,7 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     opts.validate()
     out = Path(out_dir)
     report: dict = {}
-    with StagedFolder(out, marker=FILES["report"], owns=owned_by_export, log=log, what="export") as stage:
+    with StagedFolder(out, marker=EXPORT_REPORT, owns=owned_by_export, log=log, what="export") as stage:
         try:
             _export_into(stage.path, out, checkpoint, opts, report, log)
             failed = [c for c in report.get("int8_check", {}).values() if isinstance(c, dict) and c.get("passed") is False]
@@ -162,7 +158,7 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
                     log(f"  the failed export is kept in {kept}/ ({out} is unchanged)")
                 raise
             raise _with_note(e, f"{out} is unchanged; the failed export and its report are kept in {kept}/ "
-                                f"({kept / FILES['report']})") from e
+                                f"({kept / EXPORT_REPORT})") from e
         report["status"] = "ok"
         final = _write_report(report, stage.path, out)
         stage.commit()
@@ -170,11 +166,13 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
 
 
 def owned_by_export(name: str) -> bool:
-    """True for top-level names an export folder may hold: :data:`FILES`, their ``.json`` sidecars,
-    TensorRT engines built from it (and their sidecars), hidden temporaries."""
+    """True for top-level names an export folder may hold: the files of
+    :func:`unet_edge.formats.export_files` and the report, their ``.json`` sidecars, TensorRT
+    engines built from it (and their sidecars), hidden temporaries."""
     base = name[:-5] if name.endswith(".json") else name
-    return (name.startswith(".") or name in FILES.values() or base in FILES.values()
-            or Path(base).suffix.lower() in (".engine", ".plan", ".trt"))
+    known = (*export_files(), EXPORT_REPORT)
+    return (name.startswith(".") or name in known or base in known
+            or Path(base).suffix.lower() in ENGINE_SUFFIXES)
 
 
 def _write_report(report: dict, stage: Path, dest: Path) -> dict:
@@ -184,7 +182,7 @@ def _write_report(report: dict, stage: Path, dest: Path) -> dict:
     for entry in final.get("artifacts", {}).values():
         if isinstance(entry, dict) and "path" in entry:
             entry["path"] = str(dest / Path(entry["path"]).name)
-    write_json_atomic(stage / FILES["report"], final)
+    write_json_atomic(stage / EXPORT_REPORT, final)
     return final
 
 
@@ -226,23 +224,26 @@ def _export_into(out: Path, final: Path, checkpoint: str | Path, opts: ExportOpt
 
     log(f"exporting {checkpoint} -> {final}/ (input {meta.input_size[0]}x{meta.input_size[1]}, parity on {len(batch)} "
         f"images, {threads} threads, host {host.cpu_class})")
-    ts = export_torchscript(model, meta, out / FILES["torchscript"])
+    def file(key: str) -> Path:
+        return out / artifact(key).file
+
+    ts = export_torchscript(model, meta, file("torchscript"))
     record("torchscript", ts, TorchScriptBackend(load_torchscript(ts), meta))
-    fp32 = export_onnx(for_deployment(model), meta, out / FILES["fp32"], dynamic=opts.dynamic)
+    fp32 = export_onnx(for_deployment(model), meta, file("onnx_fp32"), dynamic=opts.dynamic)
     record("onnx_fp32", fp32, OrtBackend(str(fp32), read_meta(fp32), threads=threads))
     if opts.fp16:
-        fp16 = export_fp16(fp32, meta, out / FILES["fp16"])
+        fp16 = export_fp16(fp32, meta, file("onnx_fp16"))
         record("onnx_fp16", fp16, OrtBackend(str(fp16), read_meta(fp16), threads=threads))
     if opts.int8:
-        cache = out / FILES["calib_cache"]
-        int8 = export_int8(fp32, meta, out / FILES["int8"], opts.calib_data, opts.calib_images, opts.calib_method,
+        cache = file("calib_cache")
+        int8 = export_int8(fp32, meta, file("onnx_int8"), opts.calib_data, opts.calib_images, opts.calib_method,
                            opts.data_format, cache_path=cache, scheme="tensorrt")
         int8_meta = read_meta(int8)
         report["qdq"] = int8_meta.extra["quantization"]["qdq"]
         record("onnx_int8", int8, OrtBackend(str(int8), int8_meta, threads=threads))
         report["artifacts"]["calib_cache"] = {"path": str(cache), "size_mb": round(cache.stat().st_size / 1e6, 3),
                                               "sha256": sha256(cache)}
-        int8_cpu = _cpu_int8(fp32, meta, out / FILES["int8_cpu"], opts, report, scorer, log)
+        int8_cpu = _cpu_int8(fp32, meta, file("onnx_int8_cpu"), opts, report, scorer, log)
         cpu_meta = read_meta(int8_cpu)
         record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), cpu_meta, threads=threads))
 
@@ -280,12 +281,10 @@ class _Scorer:
 
 
 def _cpu_int8(fp32: Path, meta, path: Path, opts: ExportOptions, report: dict, scorer: _Scorer | None, log) -> Path:
-    """The CPU INT8 file: the target family's schemes (:data:`~unet_edge.export.int8.CPU_TARGETS`)
+    """The CPU INT8 file: the target family's schemes (:data:`~unet_edge.formats.CPU_TARGETS`)
     are tried fastest first, and the next one is made only when the INT8 check on the eval split
     fails (each try is logged and listed in ``report["int8_cpu_tries"]``); without eval data the
     first is kept (the check then says it did not run)."""
-    from .int8 import CPU_TARGETS, cpu_target
-
     target = cpu_target(opts.int8_target)
     schemes = (opts.int8_cpu_scheme,) if opts.int8_cpu_scheme else CPU_TARGETS[target]["schemes"]
     tries = report.setdefault("int8_cpu_tries", [])

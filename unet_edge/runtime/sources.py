@@ -20,14 +20,10 @@ import numpy as np
 
 from ..data.layouts import IMAGE_EXTS
 from ..errors import SourceError
+from ..formats import JETSON_CSI_PIPELINE
 
 #: Frame rate assumed when the container or device reports none.
 DEFAULT_FPS = 30.0
-
-JETSON_CSI_PIPELINE = (
-    "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! "
-    "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1"
-)
 
 
 class FrameError(SourceError):

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from ..artifacts import read_meta
 from ..errors import ArtifactError, BackendUnavailableError, ExportError
+from ..formats import (BUILD_MODES, DEFAULT_BUILD_PRECISION, DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MIB,
+                       TRT_PRECISIONS, artifact, build_source, parse_dims)
 from ..io_utils import atomic_path, sha256, write_json_atomic
 from ..metadata import ModelMeta, sidecar_path
 from ..provenance import check_consistent, folder_artifacts
@@ -37,28 +39,27 @@ from .dtypes import dtype_name
 from .sidecar import make_sidecar, write_sidecar
 from .version import TrtVersion, import_tensorrt, installed_version, is_strongly_typed_only, only_trt
 
-PRECISIONS = ("fp32", "fp16", "int8")
-MODES = ("explicit", "implicit")
-#: File names in an export folder (written by ``unet-edge export``).
-ONNX_NAMES = {"fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
-CALIB_CACHE_NAME = "calib.cache"
+PRECISIONS = TRT_PRECISIONS
+MODES = BUILD_MODES
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """``"1x3x360x480"`` -> (1, 3, 360, 480); None stays None.
+    """``"1x3x360x480"`` -> (1, 3, 360, 480) (:func:`unet_edge.formats.parse_dims`); None stays None.
 
     Raises:
-        ExportError: not positive integers separated by ``x``.
+        ExportError: not four positive integers separated by ``x``.
     """
     if text is None:
         return None
     try:
-        dims = tuple(int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise ExportError(f"shape must look like NxCxHxW, e.g. 1x3x360x480; got {text!r}")
-    return dims
+        return parse_dims(text, 4)
+    except ValueError as e:
+        raise ExportError(f"shape {e}") from None
+
+
+def _calib_cache(onnx_path: Path, options: "BuildOptions") -> Path:
+    """The implicit INT8 build's calibration cache: ``options.calib_cache``, else ``calib.cache`` beside the ONNX."""
+    return Path(options.calib_cache) if options.calib_cache else onnx_path.parent / artifact("calib_cache").file
 
 
 def _fmt_shape(shape) -> str:
@@ -92,9 +93,9 @@ class BuildOptions:
         verbose: TensorRT logger at VERBOSE instead of WARNING.
     """
 
-    precision: str = "fp16"
+    precision: str = DEFAULT_BUILD_PRECISION
     mode: str = "explicit"
-    workspace_mib: int = 1024
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
     min_shape: tuple[int, ...] | None = None
     opt_shape: tuple[int, ...] | None = None
     max_shape: tuple[int, ...] | None = None
@@ -103,7 +104,7 @@ class BuildOptions:
     dla_core: int | None = None
     gpu_fallback: bool = True
     version_compatible: bool = False
-    calib_images: int = 64
+    calib_images: int = DEFAULT_CALIB_IMAGES
     calib_cache: str | None = None
     verbose: bool = False
     extra: dict = field(default_factory=dict)
@@ -162,10 +163,10 @@ def resolve_onnx(source: str | Path, options: BuildOptions) -> Path:
     """
     source = Path(source)
     if source.is_dir():
-        name = ONNX_NAMES["fp32" if options.mode == "implicit" else options.precision]
-        path = source / name
+        src = build_source(options.precision, options.mode)
+        path = source / src.file
         if not path.is_file():
-            flag = {"fp16": " --fp16", "int8": " --int8 --calib-data <dataset>"}.get(options.precision, "")
+            flag = (f" {src.option}" if src.option else "") + (" --calib-data <dataset>" if src.needs_calibration else "")
             raise ArtifactError(f"{path} not found; create it with: unet-edge export <checkpoint> --out {source}{flag}")
         return path
     if not source.is_file():
@@ -180,11 +181,11 @@ def check_onnx_precision(meta: ModelMeta, options: BuildOptions, onnx_path: Path
     Raises:
         ArtifactError: mismatch, naming the file to use instead.
     """
-    want = options.precision if options.mode == "explicit" else "fp32"
-    if meta.precision != want:
+    want = build_source(options.precision, options.mode)
+    if meta.precision != want.precision:
         raise ArtifactError(
             f"{onnx_path} is a {meta.precision} ONNX; --mode {options.mode} --precision {options.precision} "
-            f"builds from the {want} ONNX ({ONNX_NAMES[want]}): pass it or the export folder")
+            f"builds from the {want.precision} ONNX ({want.file}): pass it or the export folder")
 
 
 def build_command(source: str | Path, engine_path: str | Path, options: BuildOptions,
@@ -224,7 +225,7 @@ def check_build_sources(source: str | Path, onnx_path: Path, options: BuildOptio
     if source.is_dir():
         return check_consistent(folder_artifacts(source), where=source)
     files = [onnx_path]
-    cache = Path(options.calib_cache) if options.calib_cache else onnx_path.parent / CALIB_CACHE_NAME
+    cache = _calib_cache(onnx_path, options)
     if options.mode == "implicit" and options.precision == "int8" and cache.is_file():
         files.append(cache)
     return check_consistent(files)
@@ -432,7 +433,7 @@ def _build_calibrated(trt, builder, network, config, options, meta, io, profiles
 
     from .cuda_utils import import_pycuda, primary_context
 
-    cache_path = Path(options.calib_cache) if options.calib_cache else onnx_path.parent / CALIB_CACHE_NAME
+    cache_path = _calib_cache(onnx_path, options)
     reused = cache_path.is_file()
     paths = [] if reused or calib_data is None else calibration_images(calib_data, options.calib_images)
     shape = _calibration_shape(io, profiles, meta)

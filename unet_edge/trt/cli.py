@@ -14,14 +14,17 @@ from typing import Callable, Optional
 import typer
 
 from ..errors import ExportError
+from ..formats import DEFAULT_BUILD_PRECISION, DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MIB, artifact
 from .builder import BuildOptions, build_engine, parse_shape
 
 
-def make_options(precision: str = "fp16", mode: str = "explicit", workspace_mib: int = 1024,
+def make_options(precision: str = DEFAULT_BUILD_PRECISION, mode: str = "explicit",
+                 workspace_mib: int = DEFAULT_WORKSPACE_MIB,
                  min_shape: str | None = None, opt_shape: str | None = None, max_shape: str | None = None,
                  timing_cache: str | Path | None = None, opt_level: int | None = None,
                  dla_core: int | None = None, gpu_fallback: bool = True, version_compatible: bool = False,
-                 calib_images: int = 64, calib_cache: str | Path | None = None, verbose: bool = False) -> BuildOptions:
+                 calib_images: int = DEFAULT_CALIB_IMAGES, calib_cache: str | Path | None = None,
+                 verbose: bool = False) -> BuildOptions:
     """:class:`BuildOptions` from CLI-style values (shapes as ``NxCxHxW`` strings); validated.
 
     Raises:
@@ -37,7 +40,7 @@ def make_options(precision: str = "fp16", mode: str = "explicit", workspace_mib:
 
 
 def jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
-                  default_precision: str = "fp16") -> Path:
+                  default_precision: str = DEFAULT_BUILD_PRECISION) -> Path:
     """Write the Jetson bundle for ``export_dir`` into ``out_dir`` (for ``build --jetson``).
 
     See :func:`unet_edge.trt.jetson.write_jetson_bundle` (which refuses an export folder of mixed
@@ -51,15 +54,16 @@ def jetson_bundle(export_dir: str | Path, out_dir: str | Path, options: BuildOpt
 
 def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
     """Add the ``build`` command to ``app``; ``wrap`` (e.g. cli.handle_errors) decorates it."""
+    cache, script = artifact("calib_cache").file, artifact("jetson_script").file
 
     def build(
         source: Path = typer.Argument(..., help="Export folder (model_<precision>.onnx) or an ONNX file."),
         out: Optional[Path] = typer.Option(None, "--out", help="Engine file to write (plus <engine>.json)."),
-        precision: str = typer.Option("fp16", help="fp32, fp16 or int8."),
+        precision: str = typer.Option(DEFAULT_BUILD_PRECISION, help="fp32, fp16 or int8."),
         mode: str = typer.Option("explicit", help="explicit: precision from the ONNX graph (FP16 ONNX / Q/DQ INT8 ONNX; "
                                                   "TensorRT 10 and 11). implicit: TensorRT 10.x builder flags on the "
-                                                  "FP32 ONNX, INT8 via calibration (calib.cache)."),
-        workspace_mib: int = typer.Option(1024, min=1, help="TensorRT workspace memory pool limit, MiB."),
+                                                  f"FP32 ONNX, INT8 via calibration ({cache})."),
+        workspace_mib: int = typer.Option(DEFAULT_WORKSPACE_MIB, min=1, help="TensorRT workspace memory pool limit, MiB."),
         min_shape: Optional[str] = typer.Option(None, help="Dynamic ONNX: minimum input shape NxCxHxW."),
         opt_shape: Optional[str] = typer.Option(None, help="Dynamic ONNX: optimal input shape NxCxHxW."),
         max_shape: Optional[str] = typer.Option(None, help="Dynamic ONNX: maximum input shape NxCxHxW."),
@@ -69,9 +73,9 @@ def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
         gpu_fallback: bool = typer.Option(True, help="With --dla-core: run unsupported layers on the GPU."),
         version_compatible: bool = typer.Option(False, help="Engine usable by later TensorRT releases of the same major."),
         calib_data: Optional[Path] = typer.Option(None, help="Implicit INT8: calibration images (dataset or folder)."),
-        calib_images: int = typer.Option(64, min=1, help="Implicit INT8: number of calibration images."),
-        calib_cache: Optional[Path] = typer.Option(None, help="Implicit INT8: calibration cache (default: calib.cache beside the ONNX)."),
-        jetson: Optional[Path] = typer.Option(None, help="Also write a Jetson bundle (ONNX + build_engine.sh) to this folder."),
+        calib_images: int = typer.Option(DEFAULT_CALIB_IMAGES, min=1, help="Implicit INT8: number of calibration images."),
+        calib_cache: Optional[Path] = typer.Option(None, help=f"Implicit INT8: calibration cache (default: {cache} beside the ONNX)."),
+        jetson: Optional[Path] = typer.Option(None, help=f"Also write a Jetson bundle (ONNX + {script}) to this folder."),
         verbose: bool = typer.Option(False, help="Verbose TensorRT log."),
     ) -> None:
         """Build a TensorRT engine for this GPU, and/or a Jetson bundle to build one on the device."""
@@ -82,7 +86,7 @@ def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
         if jetson is not None:
             export_dir = source if source.is_dir() else source.parent
             path = jetson_bundle(export_dir, jetson, options, default_precision=precision)
-            typer.echo(f"Jetson bundle: {path} (copy it to the device and run ./build_engine.sh {precision})")
+            typer.echo(f"Jetson bundle: {path} (copy it to the device and run ./{script} {precision})")
         if out is not None:
             path = build_engine(source, out, options, calib_data=calib_data)
             typer.echo(f"engine: {path} (+ {path.name}.json)")

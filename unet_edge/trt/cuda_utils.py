@@ -56,11 +56,10 @@ def device_index(device: str) -> int:
 
 def gpu_info(index: int = 0) -> dict:
     """{"name": ..., "compute_capability": "major.minor"} of GPU ``index``; fields this host cannot
-    tell are ``"unknown"``. Tries pycuda, then ``nvidia-smi``, then the Jetson device-tree model."""
+    tell are ``"unknown"``. Tries pycuda (:func:`import_pycuda`), then ``nvidia-smi``, then the
+    Jetson device-tree model."""
     try:
-        import pycuda.driver as cuda
-
-        cuda.init()
+        cuda = import_pycuda()
         dev = cuda.Device(index)
         major, minor = dev.compute_capability()
         return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}

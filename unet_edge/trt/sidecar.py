@@ -21,10 +21,10 @@ from ..errors import ArtifactError
 from ..host import probe_host
 from ..io_utils import write_json_atomic
 from ..metadata import ModelMeta, sidecar_path
+from .cuda_utils import UNKNOWN
 from .version import TrtVersion
 
 ENGINE_SIDECAR_FORMAT = 1
-UNKNOWN = "unknown"
 
 
 def make_sidecar(meta: ModelMeta, *, precision: str, mode: str, trt_version: str, gpu: dict, io: list[dict],

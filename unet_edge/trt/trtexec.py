@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..errors import BackendUnavailableError, ExportError
+from ..formats import TRT_PRECISIONS, artifact, build_source, engine_file, onnx_file
 from ..metadata import ModelMeta
-from .builder import ONNX_NAMES, BuildOptions
+from .builder import BuildOptions
 
 _COMMON = frozenset({
     "--onnx", "--saveEngine", "--memPoolSize", "--minShapes", "--optShapes", "--maxShapes",
@@ -41,7 +42,7 @@ REMOVED_IN_11 = frozenset({"--fp16", "--int8", "--bf16", "--fp8", "--int4", "--b
 
 
 def flag_name(arg: str) -> str:
-    """``--memPoolSize=workspace:1024M`` -> ``--memPoolSize``."""
+    """``--memPoolSize=workspace:512M`` -> ``--memPoolSize``."""
     return arg.split("=", 1)[0]
 
 
@@ -109,10 +110,12 @@ def trtexec_commands(onnx_paths: Mapping[str, str | Path] | str | Path, trt_majo
                      precision: str | Sequence[str], options: BuildOptions | None = None,
                      engine_dir: str | Path = ".", calib_cache: str | Path | None = None,
                      meta: ModelMeta | None = None, dynamic: bool = False, trtexec: str = "trtexec") -> list[str]:
-    """Shell command lines (one per precision) that build ``model_<precision>.engine``.
+    """Shell command lines (one per precision) that build ``model_<precision>.engine``
+    (:func:`unet_edge.formats.engine_file`).
 
     Args:
-        onnx_paths: {"fp32"/"fp16"/"int8": ONNX path}, or an export folder with the standard names.
+        onnx_paths: {"fp32"/"fp16"/"int8": ONNX path}, or an export folder with the names of
+            :func:`unet_edge.formats.onnx_file`.
         trt_major: 10 or 11.
         precision: one precision or several (one line each).
         options: the rest of the build options (``precision`` in it is replaced per line; ``mode``
@@ -129,18 +132,18 @@ def trtexec_commands(onnx_paths: Mapping[str, str | Path] | str | Path, trt_majo
     """
     if isinstance(onnx_paths, (str, Path)):
         folder = Path(onnx_paths)
-        onnx_paths = {p: folder / name for p, name in ONNX_NAMES.items()}
+        onnx_paths = {p: folder / onnx_file(p) for p in TRT_PRECISIONS}
     base = options or BuildOptions()
     lines = []
     for prec in [precision] if isinstance(precision, str) else list(precision):
-        opts = BuildOptions(**{**base.__dict__, "precision": prec})
-        key = "fp32" if opts.mode == "implicit" else prec
+        opts = BuildOptions(**{**base.__dict__, "precision": prec}).validate()
+        key = build_source(prec, opts.mode).precision
         if key not in onnx_paths:
             raise ExportError(f"no {key} ONNX given for a {opts.mode} {prec} build")
         cache = calib_cache
         if cache is None and opts.mode == "implicit" and prec == "int8":
-            cache = Path(onnx_paths["fp32"]).parent / "calib.cache"
-        engine_file = Path(engine_dir) / f"model_{prec}.engine"
-        argv = trtexec_argv(onnx_paths[key], engine_file, trt_major, opts, cache, meta, dynamic, trtexec)
+            cache = Path(onnx_paths["fp32"]).parent / artifact("calib_cache").file
+        engine_path = Path(engine_dir) / engine_file(prec)
+        argv = trtexec_argv(onnx_paths[key], engine_path, trt_major, opts, cache, meta, dynamic, trtexec)
         lines.append(shlex.join(argv))
     return lines
