@@ -302,7 +302,9 @@ def export(
     if as_json:
         _print_json(report)
     else:
-        log(f"report: {out / 'export_report.json'}")
+        from unet_edge.formats import EXPORT_REPORT
+
+        log(f"report: {out / EXPORT_REPORT}")
 
 
 @app.command()

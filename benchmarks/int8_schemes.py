@@ -22,6 +22,7 @@ from unet_edge.artifacts import read_meta
 from unet_edge.data.layouts import load_dataset
 from unet_edge.errors import HostMismatchWarning
 from unet_edge.evaluate import evaluate
+from unet_edge.formats import DEFAULT_CALIB_IMAGES
 from unet_edge.export.accuracy import check_int8
 from unet_edge.export.int8 import CPU_SCHEMES, export_int8
 from unet_edge.host import probe_host, resolve_threads
@@ -36,7 +37,7 @@ from .timing import latency_stats, time_calls
 TARGETS = {"u8s8": "x86-vnni", "u8s8-w7": "x86-avx2", "u8u8": "x86-avx2"}
 
 
-def run(fp32: str | Path, data: str | Path, out: str | Path, calib_images: int = 64, calib_method: str = "entropy",
+def run(fp32: str | Path, data: str | Path, out: str | Path, calib_images: int = DEFAULT_CALIB_IMAGES, calib_method: str = "entropy",
         threads: int = 0, iters: int = 40, rounds: int = 4, limit: int | None = None, log=print) -> dict:
     """Quantize, score and time every target; writes ``int8_schemes.json`` and ``int8_schemes.md``
     into ``out`` and returns the JSON dict (latency in ms, drops in mIoU points). The quantized
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
     p.add_argument("fp32", help="model_fp32.onnx of an export")
     p.add_argument("--data", required=True, help="dataset: calibration on train, scoring on val")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES)
     p.add_argument("--threads", type=int, default=0, help="0: physical cores")
     p.add_argument("--iters", type=int, default=40)
     p.add_argument("--limit", type=int, default=None)

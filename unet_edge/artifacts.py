@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ArtifactError
+from .formats import ENGINE_SUFFIXES
 from .metadata import METADATA_KEY, ModelMeta, sidecar_path
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def artifact_kind(path: str | Path) -> str:
     """
     path = Path(path)
     _check_readable(path)
-    if path.suffix.lower() in (".engine", ".plan", ".trt"):
+    if path.suffix.lower() in ENGINE_SUFFIXES:
         return "engine"
     if path.suffix.lower() == ".onnx":
         return "onnx"

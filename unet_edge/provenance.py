@@ -20,14 +20,15 @@ import warnings
 from pathlib import Path
 
 from .errors import ArtifactError, UnetEdgeWarning
+from .formats import ENGINE_SUFFIXES, artifact
 from .io_utils import sha256
 
 SHA_KEY = "source_checkpoint_sha256"
 NAME_KEY = "source_checkpoint"
 #: Suffixes of exported artifacts inside a folder (ONNX, TorchScript, TensorRT plans).
-ARTIFACT_SUFFIXES = (".onnx", ".ts", ".engine", ".plan", ".trt")
+ARTIFACT_SUFFIXES = (".onnx", ".ts") + ENGINE_SUFFIXES
 #: The INT8 calibration cache; its provenance is in ``calib.cache.json``.
-CALIB_CACHE_NAME = "calib.cache"
+CALIB_CACHE_NAME = artifact("calib_cache").file
 
 
 class ProvenanceWarning(UnetEdgeWarning):
