@@ -371,7 +371,7 @@ def test_time_budget_extends_when_epochs_run_faster_than_measured(folder_dataset
     clock = FakeClock(monkeypatch, slow_after=4, slow_s=0.5)
     lines = []
     s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0), log=lines.append)
-    # first plan 5 epochs of 2.5 s; after epoch 2 (1.5 s each) at 7.75 s: 18.4 - 7.75 = 10.65 s -> epochs 3..9
+    # first plan 5 epochs of 2.5 s; after epoch 1 (1.5 s) at 6.25 s: 18.4 - 6.25 = 12.15 s -> epochs 2..9
     assert s["epochs_planned"] == 5 and s["epochs"] == 9
     assert s["elapsed_s"] == pytest.approx(4.75 + 9 * 1.5, abs=0.06) and s["elapsed_s"] <= 20
     assert any("9 epochs instead of 5" in line and "stretched" in line for line in lines)

@@ -846,12 +846,13 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
 
 def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     """Raise the plan when epochs run faster than the first measurement said (it includes one-off
-    costs: kernel selection, allocator warm-up, a busy machine at start). Only from epoch 2 on (the
-    first epoch carries those costs itself) and while ``cfg.epochs`` allows; the rest of the LR
-    schedule is stretched over the added steps, so the run still ends on its final LR inside the
-    budget. Returns whether ``st.epochs`` changed."""
+    costs: kernel selection, allocator warm-up, a busy machine at start), while ``cfg.epochs``
+    allows. The forecast uses the last epoch's full cost, which after epoch 1 still holds part of
+    those one-off costs, so it errs towards fewer epochs. The rest of the LR schedule is stretched
+    over the added steps, so the run still ends on its final LR inside the budget. Returns whether
+    ``st.epochs`` changed."""
     cfg, budget, c = s.cfg, s.budget, st.costs
-    if st.epoch < 2 or st.epochs >= cfg.epochs:
+    if st.epochs >= cfg.epochs:
         return False
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), st.epoch + 1, cfg.epochs,
                       c["train_s"], c["val_s"], cfg.val_every)
