@@ -45,20 +45,10 @@ def _size(text: str, what: str) -> tuple[int, int]:
 
 
 def _out_folder(path: Path, what: str) -> Path:
-    """An output folder given by the user: created when missing.
+    """An output folder given by the user, created when missing (:func:`unet_edge.io_utils.ensure_folder`)."""
+    from unet_edge.io_utils import ensure_folder
 
-    Raises:
-        UsageError: ``path`` is a file, lies under a file, or cannot be created (permission denied).
-    """
-    from unet_edge.errors import UsageError
-
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{what} {path} is a file, not a folder; give a folder path")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{what} {path}: cannot create this folder ({e.strerror or e}); give a writable folder") from e
-    return path
+    return ensure_folder(path, what)
 
 
 def _out_file(path: Path, what: str) -> Path:

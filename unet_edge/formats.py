@@ -20,6 +20,7 @@ included) can read it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -82,7 +83,7 @@ CPU_TARGETS = {
 # --- the artifact table ----------------------------------------------------------------------------
 
 PRODUCERS = ("export", "build", "jetson bundle")
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino", "torch.export", "aotinductor")
 #: Suffixes of TensorRT plan files (engines), whatever their name.
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 #: Precisions of TensorRT builds, and the build modes (see :mod:`unet_edge.trt.builder`).
@@ -145,11 +146,16 @@ ARTIFACTS: tuple[Artifact, ...] = (
              False, (10, 11),
              "builds model_<precision>.engine on the Jetson (unet-edge build, else trtexec) from the bundle's "
              "ONNX files and calib.cache"),
-    # Wired by the lead (unet_edge/export/openvino.py and pt2.py still name their files themselves):
-    # Artifact("openvino_fp32", "model_openvino_fp32.xml", "fp32", "export", ..., ("openvino",), False, (), ...),
-    # Artifact("openvino_int8", "model_openvino_int8.xml", "int8", "export", ..., ("openvino",), True, (), ...),
-    # Artifact("pt2_exported", "model_exported.pt2", "fp32", "export", ..., ("torch",), False, (), ...),
-    # Artifact("pt2_aoti_cpu", "model_aoti_cpu.pt2", "fp32", "export", ..., ("torch",), False, (), ...),
+    Artifact("openvino_fp32", "model_openvino_fp32.xml", "fp32", "export", "--openvino", ("openvino",), False, (),
+             "OpenVINO IR (+ .bin) converted from model_fp32.onnx, run with an explicit f32 inference-precision hint"),
+    Artifact("openvino_int8", "model_openvino_int8.xml", "int8", "export", "--openvino", ("openvino",), True, (),
+             "NNCF post-training INT8 IR (+ .bin) on the same calibration images as the ONNX INT8 files: "
+             "OpenVINO's own INT8 path (it runs Q/DQ ONNX files poorly)"),
+    Artifact("pt2_exported", "model_exported.pt2", "fp32", "export", "--pt2", ("torch.export",), False, (),
+             "torch.export ExportedProgram with dynamic batch/H/W, metadata inside: TorchScript's successor"),
+    Artifact("pt2_aoti_cpu", "model_aoti_cpu.pt2", "fp32", "export", "--pt2", ("aotinductor",), False, (),
+             "AOTInductor package compiled for this CPU (or --pt2-march x86-64-v3/v4): loads without a "
+             "compiler, in the PyTorch version that built it"),
 )
 
 _BY_KEY = {a.key: a for a in ARTIFACTS}
@@ -173,15 +179,19 @@ def by_file(name: str) -> Artifact | None:
     return _BY_FILE.get(name)
 
 
-def export_files(models_only: bool = False) -> tuple[str, ...]:
+def export_files(models_only: bool = False, options: Iterable[str] | None = None) -> tuple[str, ...]:
     """File names ``unet-edge export`` writes into its folder, in table order (besides
-    :data:`EXPORT_REPORT` and the ``.json`` sidecars).
+    :data:`EXPORT_REPORT`, the ``.json`` sidecars and an OpenVINO IR's ``.bin`` beside its ``.xml``).
 
     Args:
         models_only: only files a backend loads (not ``calib.cache``).
+        options: only the rows an export with these options writes (e.g. ``("--int8",)``: the
+            default rows and the ``--int8`` ones); None: every export row, opt-in ones included.
     """
+    wanted = None if options is None else {"", *options}
     return tuple(a.file for a in ARTIFACTS
-                 if a.producer == "export" and not (models_only and a.key == "calib_cache"))
+                 if a.producer == "export" and not (models_only and a.key == "calib_cache")
+                 and (wanted is None or a.option in wanted))
 
 
 def onnx_file(precision: str) -> str:

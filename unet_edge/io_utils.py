@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import UsageError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -53,3 +55,19 @@ def sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def ensure_folder(path: str | os.PathLike, what: str) -> Path:
+    """An output folder named by the user (``what``: the option, e.g. ``--out``), created when missing.
+
+    Raises:
+        UsageError: ``path`` is a file, lies under a file, or cannot be created (permission denied).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder; give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{what} {path}: cannot create this folder ({e.strerror or e}); give a writable folder") from e
+    return path

@@ -48,7 +48,7 @@ from .data.layouts import DatasetInfo, SegDataset, load_dataset
 from .errors import ArtifactError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
 from .host import HostInfo, probe_host, resolve_threads
-from .io_utils import atomic_path, write_json_atomic
+from .io_utils import atomic_path, ensure_folder, write_json_atomic
 from .locks import FolderLock
 from .metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from .model import PRESETS, UNet, UNetConfig, config_from_preset, count_parameters
@@ -576,19 +576,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _run_folder(cfg: TrainConfig) -> Path:
-    """``cfg.out`` as a folder, created when missing.
-
-    Raises:
-        UsageError: it is a file, lies under a file, or cannot be created.
-    """
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder; give a folder for the run")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot create this folder ({e.strerror or e}); give a writable folder") from e
-    return out
+    """``cfg.out`` as a folder, created when missing (UsageError: a file, under a file, not creatable)."""
+    return ensure_folder(cfg.out, "--out")
 
 
 def _check_run_folder(out: Path, cfg: TrainConfig, log) -> None:

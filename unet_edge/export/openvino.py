@@ -30,16 +30,30 @@ from ..errors import ArtifactError, BackendUnavailableError, ExportError
 from ..formats import DEFAULT_CALIB_IMAGES, artifact
 from ..io_utils import atomic_path, sha256, write_json_atomic
 from ..metadata import METADATA_KEY, ModelMeta, sidecar_path
-from ..runtime.openvino_backend import ir_weights_path, read_ir_meta
+from ..openvino_ir import ir_weights_path, read_ir_meta
 
-#: IR file names inside an export folder (each with a ``.bin`` and a ``.xml.json`` sidecar); the
-#: ``openvino_fp32`` / ``openvino_int8`` rows of :data:`unet_edge.formats.ARTIFACTS`.
-FILES = {"openvino_fp32": "model_openvino_fp32.xml", "openvino_int8": "model_openvino_int8.xml"}
+#: Table keys of the IRs (file names: :func:`unet_edge.formats.artifact` ``(key).file``; each IR
+#: has a ``.bin`` and a ``.xml.json`` sidecar beside it).
+KEYS = ("openvino_fp32", "openvino_int8")
 #: The FP32 ONNX of an export folder.
 FP32_ONNX = artifact("onnx_fp32").file
 #: NNCF presets (``nncf.QuantizationPreset``): ``performance`` quantizes activations
 #: symmetrically (NNCF's default for CNNs), ``mixed`` asymmetrically.
 PRESETS = ("performance", "mixed")
+
+
+def check_installed() -> None:
+    """Raise before an export starts when OpenVINO or NNCF is missing (found, not imported).
+
+    Raises:
+        BackendUnavailableError: ``openvino`` or ``nncf`` cannot be found; the message says what to install.
+    """
+    import importlib.util
+
+    missing = [m for m in ("openvino", "nncf") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendUnavailableError(f"--openvino needs {' and '.join(missing)}, which this install does not have: "
+                                      "pip install 'unet-edge[openvino]'")
 
 
 def _openvino():
@@ -203,7 +217,7 @@ def export_openvino(export_dir: str | Path, calib_data: str | Path | None = None
     Args:
         export_dir: holds ``model_fp32.onnx``.
         calib_data: when given, the NNCF INT8 IR is made too (see :func:`quantize_int8`).
-        out_dir: where the IRs go (default ``export_dir``); names in :data:`FILES`.
+        out_dir: where the IRs go (default ``export_dir``); names from the table (:data:`KEYS`).
 
     Returns:
         {``openvino_fp32``: path[, ``openvino_int8``: path]}.
@@ -215,10 +229,10 @@ def export_openvino(export_dir: str | Path, calib_data: str | Path | None = None
     export_dir = Path(export_dir)
     onnx_path = export_dir / FP32_ONNX
     if not onnx_path.is_file():
-        raise ArtifactError(f"{export_dir} has no model_fp32.onnx; run `unet-edge export` first")
+        raise ArtifactError(f"{export_dir} has no {FP32_ONNX}; run `unet-edge export` first")
     out = Path(out_dir) if out_dir else export_dir
-    made = {"openvino_fp32": convert_fp32(onnx_path, out / FILES["openvino_fp32"])}
+    made = {"openvino_fp32": convert_fp32(onnx_path, out / artifact("openvino_fp32").file)}
     if calib_data is not None:
-        made["openvino_int8"] = quantize_int8(made["openvino_fp32"], out / FILES["openvino_int8"], calib_data,
+        made["openvino_int8"] = quantize_int8(made["openvino_fp32"], out / artifact("openvino_int8").file, calib_data,
                                               calib_images, data_format, seed, preset, log=log)
     return made

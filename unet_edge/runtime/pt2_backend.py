@@ -1,10 +1,10 @@
-"""Backends for ``.pt2`` artifacts (:mod:`unet_edge.export.pt2`): the AOTInductor package
+"""Backends for ``.pt2`` artifacts (written by :mod:`unet_edge.export.pt2`): the AOTInductor package
 (``torch._inductor.aoti_load_package``) and the ExportedProgram (``torch.export.load(f).module()``).
 
-Trust (details in :mod:`unet_edge.export.pt2`): ``torch.export.load`` can run code from a file
+Trust (details in :mod:`unet_edge.pt2_archive`): ``torch.export.load`` can run code from a file
 (``sympy.sympify`` of its shape strings, ``exec`` of its guards, ``weights_only=False`` for
 pickled payloads), so :class:`ExportedProgramBackend` validates the archive with
-:func:`~unet_edge.export.pt2.check_exported_archive` before torch reads it. An AOTInductor package
+:func:`~unet_edge.pt2_archive.check_exported_archive` before torch reads it. An AOTInductor package
 is a native shared library: loading it runs it. Load only packages you built or whose SHA-256 you
 checked; :class:`AotiBackend` reads the package's metadata from the zip first and refuses one
 compiled for CPU features this host lacks (it would die with SIGILL) or for another device.
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import ArtifactError, BackendUnavailableError
-from ..export.pt2 import aoti_package_metadata, check_exported_archive, host_can_run_aoti, pt2_kind, read_pt2_meta, shape_rule
 from ..host import resolve_threads
 from ..metadata import ModelMeta
+from ..pt2_archive import (aoti_package_metadata, check_exported_archive, host_can_run_aoti, pt2_kind, read_pt2_meta,
+                           stored_shape_rule)
 from .base import Backend, Capabilities, DimRange, canonical_device
 from .torch_backend import resolve_device
 
@@ -29,37 +30,12 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _rule(meta: ModelMeta, path) -> dict:
-    """The accepted shapes stored at export (``extra.pt2.shapes``), else derived from ``meta``.
-
-    Raises:
-        ArtifactError: stored shapes that are not the dict :func:`~unet_edge.export.pt2.shape_rule` writes.
-    """
-    info = meta.extra.get("pt2")
-    rule = info.get("shapes") if isinstance(info, dict) else None
-    if rule is None:
-        return shape_rule(meta)
-
-    def ints(*vs) -> bool:
-        return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in vs)
-
-    try:
-        ok = (ints(*rule["batch"]) and len(rule["batch"]) == 2 and 1 <= rule["batch"][0] <= rule["batch"][1]
-              and all(ints(r["multiple"], r["offset"], r["min"], r["max"]) and r["multiple"] >= 1
-                      and r["min"] <= r["max"] for r in (rule["height"], rule["width"])))
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise ArtifactError(f"{path}: metadata extra.pt2.shapes is not a valid shape rule ({str(rule)[:120]}); re-export it")
-    return rule
-
-
 def load_exported_program(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     """The runnable module of an ExportedProgram ``.pt2``, after
-    :func:`~unet_edge.export.pt2.check_exported_archive` (nothing of a refused file reaches torch).
+    :func:`~unet_edge.pt2_archive.check_exported_archive` (nothing of a refused file reaches torch).
 
     The module takes float32 (N, 3, H, W) tensors on ``device`` (shapes:
-    :func:`~unet_edge.export.pt2.shape_rule`) and returns (N, K, H, W) logits; call it under
+    :func:`~unet_edge.pt2_archive.shape_rule`) and returns (N, K, H, W) logits; call it under
     ``torch.no_grad()``. Off CPU the weights move with ``torch.export.passes.move_to_device_pass``.
 
     Raises:
@@ -112,7 +88,7 @@ def load_aoti_package(path: str | Path, device: str = "cpu"):
 
 
 def spatial_ranges(rule: dict) -> tuple[DimRange, DimRange]:
-    """(H, W) :class:`~unet_edge.runtime.base.DimRange` of a :func:`~unet_edge.export.pt2.shape_rule`."""
+    """(H, W) :class:`~unet_edge.runtime.base.DimRange` of a :func:`~unet_edge.pt2_archive.shape_rule`."""
     return tuple(DimRange(min=r["min"], max=r["max"], multiple=r["multiple"], offset=r["offset"])
                  for r in (rule["height"], rule["width"]))
 
@@ -136,7 +112,7 @@ class _Pt2Backend(Backend):
         if device == "cpu":
             n_threads = resolve_threads(threads)
             torch.set_num_threads(n_threads)
-        rule = _rule(meta, path)
+        rule = stored_shape_rule(meta, path)
         self._caps = Capabilities(
             kind=self.name, device=device, precision="fp32",
             input_name=meta.input_name, input_shape=(None, int(meta.arch.get("in_channels", 3)), None, None),
