@@ -836,19 +836,26 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
 def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     """Raise the plan when epochs run faster than the first measurement said (it includes one-off
     costs: kernel selection, allocator warm-up, a busy machine at start), while ``cfg.epochs``
-    allows. The forecast uses the last epoch's full cost, which after epoch 1 still holds part of
-    those one-off costs, so it errs towards fewer epochs. The rest of the LR schedule is stretched
-    over the added steps, so the run still ends on its final LR inside the budget. Returns whether
-    ``st.epochs`` changed."""
+    allows. Deliberately slower to extend than to shorten, so jitter between epochs does not make
+    the plan swing: the cost is the slowest of the last three epochs (steps; this one's checkpoints
+    included), and the plan grows only when that forecast ends before ``1 - 1.5 * margin`` of the
+    budget, then fills it to ``1 - margin``. The rest of the LR schedule is stretched over the added
+    steps, so the run still ends on its final LR inside the budget. Returns whether ``st.epochs``
+    changed."""
     cfg, budget, c = s.cfg, s.budget, st.costs
     if st.epochs >= cfg.epochs:
         return False
+    worst = max([c["train_s"]] + [float(h["epoch_seconds"]) for h in st.history[-3:]])
+    slow = st.elapsed() + _epochs_cost(st.epoch + 1, st.epochs, worst, c["val_s"], cfg.val_every)
+    if slow > budget * (1 - 1.5 * TIME_BUDGET_MARGIN):
+        return False
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - st.elapsed(), st.epoch + 1, cfg.epochs,
-                      c["train_s"], c["val_s"], cfg.val_every)
+                      worst, c["val_s"], cfg.val_every)
     if new <= st.epochs:
         return False
     s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c['train_s'] + (res.val_s or 0.0))}, "
-          f"forecast {_s(forecast)} leaves room -> {new} epochs instead of {st.epochs} (rest of the schedule stretched)")
+          f"forecast {_s(slow)} at the slowest recent epoch leaves room -> {new} epochs instead of {st.epochs} "
+          "(rest of the schedule stretched)")
     st.epochs = new
     st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
     return True
