@@ -198,12 +198,14 @@ def synth(
 @app.command(name="eval")
 @handle_errors
 def eval_(
-    artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX or TensorRT engine."),
+    artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX, OpenVINO IR (.xml), .pt2 (torch.export "
+                                              "or AOTInductor) or TensorRT engine."),
     data: Path = typer.Option(..., help="Dataset folder."),
     split: str = typer.Option("val", help="train, val or test."),
     data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32 (default), auto (the host's native autocast, see `doctor`), bf16, fp16 (CUDA); an emulated one runs with a warning."),
+    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32 (default), auto (the host's native autocast, see `doctor`), bf16, fp16 (CUDA); an emulated one runs with a warning. "
+                                                       "OpenVINO IR: bf16 sets the bf16 inference hint (native-bf16 CPUs only; default f32)."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     batch_size: int = typer.Option(4, min=1),
     limit: Optional[int] = typer.Option(None, min=1, help="Score only the first N images."),
@@ -240,7 +242,8 @@ def eval_(
 @handle_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (best.pt / last.pt)."),
-    out: Path = typer.Option(..., help="Export folder: model.ts, model_fp32.onnx [, model_fp16.onnx, model_int8.onnx, calib.cache]. "
+    out: Path = typer.Option(..., help="Export folder: model.ts, model_fp32.onnx [, model_fp16.onnx, model_int8.onnx, model_int8_cpu.onnx, "
+                                         "calib.cache] [, model_openvino_fp32/int8.xml + .bin] [, model_exported.pt2, model_aoti_cpu.pt2]. "
                                          "Built beside it and swapped in whole; a failed export leaves it unchanged "
                                          "and is kept in OUT.failed/."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 ONNX (FP32 I/O)."),
@@ -263,6 +266,14 @@ def export(
     allow_int8_drop: bool = typer.Option(False, "--allow-int8-drop", help="Keep INT8 files that fail the accuracy check (exit 0)."),
     max_int8_drop: float = typer.Option(MAX_INT8_MIOU_DROP, min=0.0, help="INT8 check: most mIoU points an INT8 file may lose against FP32."),
     max_int8_class_drop: float = typer.Option(MAX_INT8_CLASS_DROP, min=0.0, help="INT8 check: most IoU points any class may lose."),
+    openvino: bool = typer.Option(False, "--openvino", help="Also write OpenVINO IRs for x86 CPUs: FP32 (model_openvino_fp32.xml/.bin) and NNCF INT8 "
+                                                            "(model_openvino_int8.xml/.bin, calibrated on --calib-data like the ONNX INT8 files, "
+                                                            "checked against the FP32 IR). Needs pip install 'unet-edge\\[openvino]'."),
+    openvino_preset: str = typer.Option("performance", help="NNCF preset of the OpenVINO INT8 IR: performance (symmetric activations) or mixed (asymmetric)."),
+    pt2: bool = typer.Option(False, "--pt2", help="Also write model_exported.pt2 (torch.export, dynamic batch/H/W) and model_aoti_cpu.pt2 "
+                                                  "(AOTInductor, compiled here: needs a C++ compiler, about a minute)."),
+    pt2_march: str = typer.Option("native", help="AOTInductor CPU target: native (this CPU), or x86-64-v3/x86-64-v4 for a package that runs "
+                                                 "on other CPUs of that level."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
 ):
@@ -271,7 +282,7 @@ def export(
     With --int8 and evaluation data, every INT8 file is checked against FP32 per class (and as a fake-quant
     run that separates calibration scales from integer-kernel effects); a file losing more than
     --max-int8-drop mIoU points or --max-int8-class-drop on a class fails the export (exit 7) unless
-    --allow-int8-drop."""
+    --allow-int8-drop. --openvino and --pt2 add OpenVINO IRs and torch.export/AOTInductor packages."""
     from unet_edge.export.pipeline import ExportOptions, export_all
 
     opts = ExportOptions(
@@ -280,7 +291,8 @@ def export(
         eval_data=None if no_eval else str(eval_data or calib_data) if (eval_data or calib_data) else None,
         eval_split=eval_split, eval_limit=eval_limit, int8_target=int8_target, int8_cpu_scheme=int8_cpu_scheme,
         allow_int8_drop=allow_int8_drop,
-        max_int8_drop=max_int8_drop, max_int8_class_drop=max_int8_class_drop, progress=not as_json,
+        max_int8_drop=max_int8_drop, max_int8_class_drop=max_int8_class_drop, openvino=openvino,
+        openvino_preset=openvino_preset, pt2=pt2, pt2_march=pt2_march, progress=not as_json,
     )
     finish = None
     if jetson:
@@ -300,7 +312,8 @@ def export(
 @app.command()
 @handle_errors
 def run(
-    artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX or TensorRT engine."),
+    artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX, OpenVINO IR (.xml), .pt2 (torch.export "
+                                              "or AOTInductor) or TensorRT engine."),
     source: Optional[str] = typer.Option(None, help="Video file, image folder, or GStreamer pipeline (needs OpenCV built with GStreamer)."),
     camera: Optional[int] = typer.Option(None, help="Camera index (V4L2), e.g. 0."),
     out: Optional[Path] = typer.Option(None, help="Overlay video to write (.mp4 or .avi); valid even after Ctrl-C."),
@@ -308,7 +321,8 @@ def run(
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Overlay opacity."),
     max_frames: Optional[int] = typer.Option(None, min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32 (default), auto (the host's native autocast, see `doctor`), bf16, fp16 (CUDA); an emulated one runs with a warning."),
+    precision: Optional[str] = typer.Option(None, help="Checkpoint/TorchScript only: fp32 (default), auto (the host's native autocast, see `doctor`), bf16, fp16 (CUDA); an emulated one runs with a warning. "
+                                                       "OpenVINO IR: bf16 sets the bf16 inference hint (native-bf16 CPUs only; default f32)."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the stream statistics as JSON."),
 ):

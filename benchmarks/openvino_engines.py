@@ -7,7 +7,7 @@ count of ``--threads``) and val mIoU with :func:`unet_edge.evaluate.evaluate` on
 OpenVINO's FP32 IR is also timed with the bf16 inference hint, which is what OpenVINO picks by
 itself on this CPU when no hint is set: the row shows what the silent default would cost and give.
 
-    python benchmarks/reports/openvino-x86-amx/measure_openvino.py runs/camvid15_export \\
+    python -m benchmarks.openvino_engines runs/camvid15_export \\
         --data ../shared/datasets/camvid --ir-dir runs/camvid15_openvino \\
         --out benchmarks/reports/openvino-x86-amx --threads 2,1 --presets performance,mixed
 """
@@ -27,7 +27,8 @@ from benchmarks.timing import latency_stats
 from unet_edge.artifacts import read_meta
 from unet_edge.data.layouts import load_dataset
 from unet_edge.evaluate import evaluate
-from unet_edge.export.openvino import FILES, export_openvino
+from unet_edge.export.openvino import KEYS, export_openvino
+from unet_edge.formats import DEFAULT_CALIB_IMAGES, artifact
 from unet_edge.host import probe_host, resolve_threads
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
 from unet_edge.preprocess import preprocess
@@ -71,7 +72,7 @@ def _irs(export_dir: Path, data: Path, ir_dir: Path, calib_images: int, presets:
     made, t0 = {}, time.perf_counter()
     for preset in presets:
         d = ir_dir if preset == presets[0] else ir_dir / preset
-        files = {k: d / n for k, n in FILES.items()}
+        files = {k: d / artifact(k).file for k in KEYS}
         if reuse and all(f.is_file() for f in files.values()):
             made[preset] = files
             continue
@@ -83,11 +84,11 @@ def _irs(export_dir: Path, data: Path, ir_dir: Path, calib_images: int, presets:
 
 def _row_makers(export_dir: Path, made: dict, presets: list[str]) -> dict:
     """{key: (label, make(threads) -> backend, path)} of every row."""
-    fp32_onnx, int8_onnx = export_dir / "model_fp32.onnx", export_dir / "model_int8_cpu.onnx"
+    fp32_onnx, int8_onnx = export_dir / artifact("onnx_fp32").file, export_dir / artifact("onnx_int8_cpu").file
     meta, fp32_ir = read_meta(fp32_onnx), made[presets[0]]["openvino_fp32"]
     rows = {
         "ort_fp32": ("ONNX Runtime FP32", lambda t: OrtBackend(str(fp32_onnx), meta, threads=t), fp32_onnx),
-        "ort_int8": ("ONNX Runtime INT8 (model_int8_cpu.onnx, cpu-u8s8)",
+        "ort_int8": (f"ONNX Runtime INT8 ({int8_onnx.name}, cpu-u8s8)",
                      lambda t: OrtBackend(str(int8_onnx), read_meta(int8_onnx), threads=t), int8_onnx),
         "ov_fp32": ("OpenVINO FP32 IR (f32 hint)", lambda t: OpenVinoBackend(fp32_ir, threads=t), fp32_ir),
     }
@@ -104,7 +105,7 @@ def run(export_dir: Path, data: Path, ir_dir: Path, calib_images: int, threads: 
         repeats: int, warmup: int, presets: list[str], reuse: bool = False, log=print) -> dict:
     made, quant_s = _irs(export_dir, data, ir_dir, calib_images, presets, reuse, log)
     makers = _row_makers(export_dir, made, presets)
-    meta = read_meta(export_dir / "model_fp32.onnx")
+    meta = read_meta(export_dir / artifact("onnx_fp32").file)
     ds = load_dataset(data, "val")
     pool = [preprocess(ds[i][0], meta)[None] for i in np.linspace(0, len(ds) - 1, 8).round().astype(int)]
     threads = [resolve_threads(t) for t in threads]
@@ -145,8 +146,8 @@ def run(export_dir: Path, data: Path, ir_dir: Path, calib_images: int, threads: 
             "timing": {t: timing[t]["rows"][k] for t in timing}})
         b.close()
         log(f"{k:<14} mIoU {m['miou']:.4f}")
-    q = read_meta(export_dir / "model_int8_cpu.onnx").extra["quantization"]
-    return {"command": " ".join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "host": host_info(),
+    q = read_meta(export_dir / artifact("onnx_int8_cpu").file).extra["quantization"]
+    return {"command": " ".join(["python", "-m", "benchmarks.openvino_engines", *sys.argv[1:]]), "host": host_info(),
             "cpu_class": probe_host().cpu_class, "threads": threads, "versions": _versions(),
             "export_dir": str(export_dir), "data": str(data), "val_images": len(ds), "input_size": list(meta.input_size),
             "batch": 1, "iters_per_repeat": iters, "warmup": warmup, "repeats": repeats, "calib_images": calib_images,
@@ -217,7 +218,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset: calibration on train, mIoU on val")
     p.add_argument("--ir-dir", type=Path, required=True, help="where the OpenVINO IRs are written")
     p.add_argument("--out", type=Path, required=True, help="report folder")
-    p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES)
     p.add_argument("--threads", default="0", help="comma-separated thread counts (0: physical cores); mIoU uses the first")
     p.add_argument("--iters", type=int, default=40, help="timed calls per row and repeat")
     p.add_argument("--warmup", type=int, default=8)

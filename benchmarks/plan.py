@@ -10,6 +10,11 @@ decides two more things: a precision the hardware only emulates (PyTorch bf16 on
 bf16 arithmetic, bf16 on a GPU below compute capability 8.0) is listed as ``skipped`` with its
 cost unless ``emulated=True``; and a CPU INT8 ONNX quantized for another INT8 kernel family
 (``quantization.target`` of its metadata) than the host's gets a note saying so.
+
+OpenVINO IRs (``.xml``) get CPU rows (skipped when openvino is not installed); ``.pt2`` files get
+a torch.export row and an AOTInductor row on the device they were made for, skipped when the
+benchmark size is not one their graph serves or (AOTInductor) when this host's CPU cannot run the
+package.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ from pathlib import Path
 
 from unet_edge.artifacts import artifact_kind, read_meta
 from unet_edge.errors import ArtifactError, BackendUnavailableError
-from unet_edge.formats import ENGINE_SUFFIXES, export_files
+from unet_edge.formats import ENGINE_SUFFIXES, artifact, export_files
 from unet_edge.host import INT8_FAMILIES, HostInfo, probe_host
 from unet_edge.metadata import ModelMeta
+from unet_edge.openvino_ir import ir_input_shape, ir_weights_path
 from unet_edge.precision import EMULATED_BF16_COST, cuda_native_bf16
+from unet_edge.pt2_archive import aoti_package_metadata, host_can_run_aoti, rule_accepts, stored_shape_rule
 from unet_edge.runtime.ort_backend import int8_target
 
 #: Model files of an export folder in row order (:func:`unet_edge.formats.export_files`).
@@ -30,9 +37,13 @@ EXPORT_FILES = export_files(models_only=True)
 #: Precisions each artifact family is expected to offer; missing ones become skipped rows.
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
+OPENVINO_PRECISIONS = ("fp32", "int8")
 #: Backend display names.
 BACKEND_NAMES = {"pytorch": "PyTorch eager", "torchscript": "TorchScript", "onnxruntime": "ONNX Runtime",
-                 "tensorrt": "TensorRT"}
+                 "tensorrt": "TensorRT", "openvino": "OpenVINO", "torch.export": "torch.export",
+                 "aotinductor": "AOTInductor"}
+#: Why OpenVINO rows cannot run on an install without it.
+OPENVINO_MISSING = "openvino not installed (pip install 'unet-edge[openvino]')"
 
 
 @dataclass
@@ -40,7 +51,8 @@ class RowSpec:
     """One planned row.
 
     Attributes:
-        backend: ``pytorch``, ``torchscript``, ``onnxruntime`` or ``tensorrt``.
+        backend: ``pytorch``, ``torchscript``, ``torch.export``, ``aotinductor``, ``onnxruntime``,
+            ``openvino`` or ``tensorrt``.
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
         device: ``cpu`` or ``cuda``.
         path: the artifact (None for a skipped row without one).
@@ -49,7 +61,7 @@ class RowSpec:
         reason: why a row is skipped or failed.
         variant: distinguishes two rows of one backend/precision/device (e.g. ``dynamic``).
         notes: short remarks shown in the notes column (static batch chunking, emulated bf16, ...).
-        static_batch: batch size of a static-batch ONNX graph (None: dynamic or not ONNX).
+        static_batch: batch size of a static-batch ONNX graph or OpenVINO IR (None: dynamic, or neither).
     """
 
     backend: str
@@ -89,7 +101,7 @@ class Plan:
 
 def expand_artifacts(paths: list[str]) -> list[Path]:
     """Files to benchmark: files as given; a folder expands to the export files it holds
-    (:data:`EXPORT_FILES`, then TensorRT engines ``*.engine``/``*.plan``/``*.trt``, then
+    (:data:`EXPORT_FILES`: ONNX, TorchScript, OpenVINO IRs, ``.pt2``; then TensorRT engines ``*.engine``/``*.plan``/``*.trt``, then
     ``best.pt`` for a training run folder). Duplicates are dropped.
 
     Raises:
@@ -184,7 +196,7 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
     """Plan the benchmark matrix.
 
     Args:
-        artifacts: checkpoints, TorchScript, ONNX, engines and/or export folders.
+        artifacts: checkpoints, TorchScript, ONNX, OpenVINO IRs, ``.pt2``, engines and/or export folders.
         device: ``cpu`` (CPU rows only), ``cuda`` (GPU rows only), ``auto`` (CPU rows, plus GPU rows
             when CUDA is available).
         input_size: (H, W) to benchmark at (None: the metadata's).
@@ -212,8 +224,11 @@ def plan_rows(artifacts: list[str], device: str = "auto", input_size: tuple[int,
     size = tuple(input_size) if input_size else tuple(meta.input_size)
     src = _Inputs(files, kinds, metas, checkpoint, size, host, emulated, cpu_skip=_cpu_skip(device),
                   gpu_skip=_gpu_skip(device, host))
-    rows = (_pytorch_cpu_rows(src) + _torchscript_rows(src) + _onnx_cpu_rows(src)
-            + _pytorch_cuda_rows(src) + _onnx_cuda_rows(src) + _tensorrt_rows(src))
+    pt2 = _pt2_rows(src)
+    rows = (_pytorch_cpu_rows(src) + _torchscript_rows(src) + [r for r in pt2 if r.device == "cpu"]
+            + _onnx_cpu_rows(src) + _openvino_rows(src)
+            + _pytorch_cuda_rows(src) + [r for r in pt2 if r.device == "cuda"] + _onnx_cuda_rows(src)
+            + _tensorrt_rows(src))
     _dedupe(rows)
     if not any(r.status == "planned" for r in rows):
         notes.append("no row can run on this host")
@@ -299,6 +314,85 @@ def _torchscript_rows(src: _Inputs) -> list[RowSpec]:
     if not rows:
         rows.append(RowSpec("torchscript", "fp32", "cpu", status="skipped",
                             reason=src.cpu_skip or "no TorchScript given (unet-edge export writes model.ts)"))
+    return rows
+
+
+def _pt2_rows(src: _Inputs) -> list[RowSpec]:
+    """One FP32 row per ``.pt2`` (torch.export program, AOTInductor package) on the device it was
+    made for (``extra.pt2.device``), skipped when the benchmark size is not one its graph serves or,
+    for a CPU package, when this host cannot run it (:func:`unet_edge.pt2_archive.host_can_run_aoti`);
+    one skipped AOTInductor row when no package is given."""
+    rows = []
+    torch_missing = None if importlib.util.find_spec("torch") else "PyTorch not installed (a .pt2 runs in PyTorch)"
+    for kind, backend in (("exported_program", "torch.export"), ("aoti", "aotinductor")):
+        for p in src.of_kind(kind):
+            meta = src.metas[p]
+            info = meta.extra.get("pt2") if isinstance(meta.extra.get("pt2"), dict) else {}
+            device = "cuda" if str(info.get("device", "cpu")).startswith("cuda") else "cpu"
+            r = RowSpec(backend, "fp32", device, str(p))
+            reason = (src.cpu_skip if device == "cpu" else src.gpu_skip) or torch_missing or _pt2_size_reason(src, p)
+            if not reason and kind == "aoti" and device == "cpu":
+                try:
+                    host_can_run_aoti(aoti_package_metadata(p), meta, p)
+                except (BackendUnavailableError, ArtifactError) as e:
+                    reason = str(e)
+            if reason:
+                r.status, r.reason = "skipped", reason
+            rows.append(r)
+    if not src.of_kind("aoti"):
+        rows.append(RowSpec("aotinductor", "fp32", "cpu", status="skipped",
+                            reason=src.cpu_skip or f"no AOTInductor package given (unet-edge export --pt2 writes "
+                                                   f"{artifact('pt2_aoti_cpu').file})"))
+    return rows
+
+
+def _pt2_size_reason(src: _Inputs, path: Path) -> str | None:
+    """Why the benchmark size is not one the ``.pt2`` graph serves (None: it is)."""
+    rule = stored_shape_rule(src.metas[path], path)
+    if rule_accepts(rule, src.size):
+        return None
+    h, w = rule["height"], rule["width"]
+    return (f"benchmark input {src.size[0]}x{src.size[1]} is not served: exported for H = {h['multiple']}*k + "
+            f"{h['offset']} in [{h['min']}, {h['max']}], W = {w['multiple']}*k + {w['offset']} in [{w['min']}, {w['max']}]")
+
+
+def _openvino_rows(src: _Inputs) -> list[RowSpec]:
+    """One CPU row per OpenVINO IR (INT8 ones with their quantization variant), skipped where
+    openvino is not installed or the IR's static H x W is not the benchmark size; a skipped row for
+    each of :data:`OPENVINO_PRECISIONS` without an IR."""
+    irs = src.of_kind("openvino")
+    missing = None if importlib.util.find_spec("openvino") else OPENVINO_MISSING
+    rows = []
+    for p in irs:
+        m = src.metas[p]
+        variant = m.extra.get("quantization", {}).get("variant", "") if m.precision == "int8" else ""
+        r = RowSpec("openvino", m.precision, "cpu", str(p), variant=variant)
+        reason = src.cpu_skip or missing
+        try:
+            shape = ir_input_shape(p)
+        except ArtifactError as e:
+            shape = []
+            reason = reason or str(e)
+        if len(shape) == 4:
+            b, h, w = shape[0], shape[2], shape[3]
+            if isinstance(b, int) and b > 0:
+                r.static_batch = b
+            else:
+                r.notes.append("dynamic batch")
+            if isinstance(h, int) and isinstance(w, int) and (h, w) != tuple(src.size):
+                reason = reason or f"static input {h}x{w}, benchmark input {src.size[0]}x{src.size[1]}"
+        weights = ir_weights_path(p)
+        if weights.is_file():
+            r.notes.append(f"size is the .xml; weights {weights.name} {weights.stat().st_size / 1e6:.1f} MB")
+        if reason:
+            r.status, r.reason = "skipped", reason
+        rows.append(r)
+    have = {src.metas[p].precision for p in irs}
+    for prec in OPENVINO_PRECISIONS:
+        if prec not in have:
+            rows.append(RowSpec("openvino", prec, "cpu", status="skipped",
+                                reason=src.cpu_skip or f"no OpenVINO {prec.upper()} IR given (unet-edge export "
+                                                       "--openvino --calib-data DIR)"))
     return rows
 
 

@@ -16,6 +16,8 @@ from unet_edge.trt.version import SUPPORTED_MAJORS
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_API = ROOT.parent / "shared" / "tensorrt-api"  # ../shared beside the repository
+#: export options of the conftest ``tiny_export`` (its opt-in rows are written; --openvino/--pt2 ones are not)
+TINY_EXPORT_OPTIONS = ("--fp16", "--int8")
 
 
 def test_keys_and_file_names_are_unique_and_fields_valid():
@@ -34,8 +36,13 @@ def test_keys_and_file_names_are_unique_and_fields_valid():
 
 def test_export_rows_in_order():
     assert export_files() == ("model.ts", "model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx",
-                              "model_int8_cpu.onnx", "calib.cache")
-    assert export_files(models_only=True) == export_files()[:-1]
+                              "model_int8_cpu.onnx", "calib.cache", "model_openvino_fp32.xml", "model_openvino_int8.xml",
+                              "model_exported.pt2", "model_aoti_cpu.pt2")
+    assert export_files(models_only=True) == tuple(n for n in export_files() if n != "calib.cache")
+    assert export_files(options=()) == ("model.ts", "model_fp32.onnx")
+    assert export_files(options=("--pt2",)) == ("model.ts", "model_fp32.onnx", "model_exported.pt2", "model_aoti_cpu.pt2")
+    assert export_files(models_only=True, options=("--int8",)) == ("model.ts", "model_fp32.onnx", "model_int8.onnx",
+                                                                   "model_int8_cpu.onnx")
     assert [onnx_file(p) for p in TRT_PRECISIONS] == ["model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx"]
     assert [engine_file(p) for p in TRT_PRECISIONS] == ["model_fp32.engine", "model_fp16.engine", "model_int8.engine"]
 
@@ -46,7 +53,7 @@ def test_tensorrt_facts():
     assert artifact("onnx_int8").trt_majors == artifact("onnx_fp16").trt_majors == (10, 11)
     assert artifact("onnx_int8_cpu").trt_majors == () and artifact("torchscript").trt_majors == ()
     assert [a.key for a in ARTIFACTS if a.needs_calibration] == ["onnx_int8", "onnx_int8_cpu", "calib_cache",
-                                                                   "engine_int8"]
+                                                                   "engine_int8", "openvino_int8"]
     for p in TRT_PRECISIONS:
         assert build_source(p, "explicit") is artifact(f"onnx_{p}")
         assert build_source(p, "implicit") is artifact("onnx_fp32")
@@ -98,10 +105,11 @@ def test_readme_artifact_table_is_the_rendered_table():
 def test_export_folder_holds_the_table_export_rows(tiny_export):
     names = {p.name for p in tiny_export.iterdir()}
     made = {n for n in names if not n.endswith(".json")}
-    assert made == set(export_files())
+    assert made == set(export_files(options=TINY_EXPORT_OPTIONS))
     assert EXPORT_REPORT in names and names - made - {EXPORT_REPORT} == {f"{n}.json" for n in made if n != "model.ts"}
     report = json.loads((tiny_export / EXPORT_REPORT).read_text())
-    assert set(report["artifacts"]) == {a.key for a in ARTIFACTS if a.producer == "export"}
+    assert set(report["artifacts"]) == {a.key for a in ARTIFACTS if a.producer == "export"
+                                        and a.option in ("", *TINY_EXPORT_OPTIONS)}
     for key, entry in report["artifacts"].items():
         assert Path(entry["path"]).name == artifact(key).file
 
@@ -118,7 +126,8 @@ def test_build_trtexec_bench_and_bundle_read_the_table(tiny_export, tmp_path):
     line = trtexec_commands(tiny_export, 10, "int8", BuildOptions(mode="implicit"), engine_dir="e")[0]
     assert f"--onnx={tiny_export / 'model_fp32.onnx'}" in line.split() and "--saveEngine=e/model_int8.engine" in line
     assert f"--calib={tiny_export / 'calib.cache'}" in line and f"--memPoolSize=workspace:{DEFAULT_WORKSPACE_MIB}M" in line
-    assert [p.name for p in expand_artifacts([str(tiny_export)])] == list(export_files(models_only=True))
+    assert [p.name for p in expand_artifacts([str(tiny_export)])] == list(export_files(models_only=True,
+                                                                                     options=TINY_EXPORT_OPTIONS))
 
     bundle = write_jetson_bundle(tiny_export, tmp_path / "jetson", log=lambda *a: None)
     names = {p.name for p in bundle.iterdir()}

@@ -1,6 +1,7 @@
 """OpenVINO IR export (FP32 + NNCF INT8) and the OpenVINO backend, on the tiny export."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,16 @@ ov = pytest.importorskip("openvino", reason="openvino is not installed (pip inst
 nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install 'unet-edge[openvino]')")
 
 from calibration.images import calibration_images  # noqa: E402
-from unet_edge.artifacts import read_meta  # noqa: E402
+from unet_edge import openvino_ir  # noqa: E402
+from unet_edge.artifacts import artifact_kind, read_meta  # noqa: E402
 from unet_edge.data.layouts import load_dataset  # noqa: E402
-from unet_edge.errors import ArtifactError, BackendUnavailableError, DataError, ExportError  # noqa: E402
+from unet_edge.errors import ArtifactError, BackendUnavailableError, DataError, ExportError, UsageError  # noqa: E402
 from unet_edge.export import openvino as ov_export  # noqa: E402
+from unet_edge.formats import EXPORT_REPORT, artifact, export_files  # noqa: E402
+from unet_edge.io_utils import sha256  # noqa: E402
 from unet_edge.preprocess import preprocess  # noqa: E402
-from unet_edge.runtime import openvino_backend  # noqa: E402
+from unet_edge.provenance import SHA_KEY  # noqa: E402
+from unet_edge.runtime import loader, openvino_backend  # noqa: E402
 from unet_edge.runtime.openvino_backend import OpenVinoBackend, ir_weights_path, read_ir_meta  # noqa: E402
 from unet_edge.runtime.ort_backend import OrtBackend  # noqa: E402
 
@@ -107,17 +112,32 @@ def test_metadata_round_trips_via_sidecar_and_rt_info(irs, tiny_export, tmp_path
 def test_ir_input_shape_is_read_without_openvino(irs, tiny_export):
     meta = read_meta(tiny_export / "model_fp32.onnx")
     for key in ("openvino_fp32", "openvino_int8"):
-        assert openvino_backend.ir_input_shape(irs[key]) == [1, 3, *meta.input_size]
+        assert openvino_ir.ir_input_shape(irs[key]) == [1, 3, *meta.input_size]
 
 
-def test_read_meta_reads_the_ir_sidecar(irs):
-    from unet_edge.artifacts import artifact_kind
+def test_artifact_kind_and_read_meta_recognise_the_irs(irs, tmp_path):
+    for key, precision in (("openvino_fp32", "fp32"), ("openvino_int8", "int8")):
+        assert artifact_kind(irs[key]) == "openvino"
+        meta = read_meta(irs[key])
+        assert meta.to_dict() == read_ir_meta(irs[key]).to_dict() and meta.precision == precision
+    xml = tmp_path / "copied.xml"  # copied without its sidecar: read_meta falls back to the IR's rt_info
+    shutil.copy(irs["openvino_int8"], xml)
+    assert read_meta(xml).to_dict() == read_ir_meta(irs["openvino_int8"]).to_dict()
 
-    try:
-        artifact_kind(irs["openvino_fp32"])
-    except ArtifactError:
-        pytest.skip("unet_edge.artifacts.artifact_kind does not know .xml (OpenVINO IR) yet")
-    assert read_meta(irs["openvino_fp32"]).to_dict() == read_ir_meta(irs["openvino_fp32"]).to_dict()
+
+def test_load_backend_opens_the_irs_and_names_the_missing_package(irs, monkeypatch):
+    with loader.load_backend(irs["openvino_fp32"], threads=1) as f, loader.load_backend(irs["openvino_int8"], threads=1) as i:
+        assert isinstance(f, OpenVinoBackend) and isinstance(i, OpenVinoBackend)
+        assert (f.label, i.label) == ("openvino fp32 (cpu)", "openvino int8 nncf-performance (cpu)")
+        assert f.inference_precision == "f32" and f.threads == 1
+    with pytest.raises(BackendUnavailableError, match="--precision fp16 does not apply"):
+        loader.load_backend(irs["openvino_fp32"], precision="fp16")
+    with pytest.raises(BackendUnavailableError, match="CPU only"):
+        loader.load_backend(irs["openvino_fp32"], device="cuda")
+    real = loader.importlib.util.find_spec
+    monkeypatch.setattr(loader.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(BackendUnavailableError, match=r"needs openvino.*pip install 'unet-edge\[openvino\]'"):
+        loader.load_backend(irs["openvino_fp32"])
 
 
 def test_precision_hint_is_f32_unless_bf16_is_asked_for(irs, monkeypatch):
@@ -191,3 +211,88 @@ def test_failed_save_keeps_the_old_ir_and_leaves_no_temporaries(irs, tmp_path, m
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     with pytest.raises(ExportError, match="unknown NNCF preset"):
         ov_export.quantize_int8(xml, tmp_path / "q.xml", tmp_path, preset="fast")
+
+
+# --- the export pipeline (`unet-edge export --openvino`) and bench --------------------------------
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def cli_export(tiny_run, folder_dataset, tmp_path_factory) -> dict:
+    """``cli.py export --openvino`` on the tiny checkpoint (scored on the folder dataset's val split)."""
+    out = tmp_path_factory.mktemp("ov_cli") / "exp"
+    r = _invoke("export", tiny_run["best"], "--out", out, "--openvino", "--calib-data", folder_dataset,
+                "--calib-images", CALIB_IMAGES, "--allow-int8-drop", "--threads", "1", "--json")
+    assert r.exit_code == 0, r.output
+    return {"out": out, "report": json.loads(r.stdout)}
+
+
+def test_cli_export_openvino_writes_the_table_files_with_provenance(cli_export, tiny_run):
+    out, report = cli_export["out"], cli_export["report"]
+    models = export_files(options=("--openvino",))
+    irs = [n for n in models if n.endswith(".xml")]
+    assert irs == ["model_openvino_fp32.xml", "model_openvino_int8.xml"]
+    assert {p.name for p in out.iterdir()} == {*models, *(n[:-4] + ".bin" for n in irs), *(f"{n}.json" for n in irs),
+                                               "model_fp32.onnx.json", EXPORT_REPORT}
+    want = sha256(tiny_run["best"])
+    for key, precision in (("openvino_fp32", "fp32"), ("openvino_int8", "int8")):
+        path = out / artifact(key).file
+        entry = report["artifacts"][key]
+        meta = read_meta(path)
+        assert (meta.precision, meta.extra[SHA_KEY]) == (precision, want)
+        assert entry["sha256"] == sha256(path) and entry["weights"]["sha256"] == sha256(ir_weights_path(path))
+        assert entry["size_mb"] == round((path.stat().st_size + ir_weights_path(path).stat().st_size) / 1e6, 3)
+        assert entry["backend"] == ("openvino fp32 (cpu)" if precision == "fp32" else "openvino int8 nncf-performance (cpu)")
+    assert report["artifacts"]["openvino_fp32"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
+    # scored like the ONNX files; the INT8 IR checked against the FP32 IR on its kernel run (no fake-quant run)
+    assert set(report["eval"]) == {"pytorch_fp32", "onnx_fp32", "openvino_fp32", "openvino_int8"}
+    assert report["eval"]["openvino_fp32"]["miou"] == pytest.approx(report["eval"]["onnx_fp32"]["miou"], abs=1e-3)
+    check = report["int8_check"]["openvino_int8"]
+    assert (check["gated"], check["reference"], check["fake_quant_drop"], check["kernel_effect"]) == (
+        "kernel", "openvino_fp32", None, None)
+    drop = round((report["eval"]["openvino_fp32"]["miou"] - report["eval"]["openvino_int8"]["miou"]) * 100, 3)
+    assert check["miou_drop"] == drop and check["status"] == ("passed" if check["passed"] else "failed")
+    assert set(report["int8_check"]) == {"openvino_int8"}
+
+
+def test_bench_plans_the_openvino_rows(cli_export, tiny_export, monkeypatch):
+    from benchmarks import plan
+
+    out = cli_export["out"]
+    rows = {r.id: r for r in plan.plan_rows([str(out)], device="cpu").rows}
+    fp32, int8 = rows["openvino/fp32/cpu"], rows["openvino/int8/cpu/nncf-performance"]
+    assert (fp32.status, int8.status, fp32.static_batch, int8.static_batch) == ("planned", "planned", 1, 1)
+    assert Path(int8.path).name == "model_openvino_int8.xml" and int8.label == "OpenVINO INT8 nncf-performance (cpu)"
+    other = {r.id: r for r in plan.plan_rows([str(out)], device="cpu", input_size=(32, 64)).rows}
+    assert other["openvino/fp32/cpu"].reason == "static input 48x64, benchmark input 32x64"
+    none = {r.id: r for r in plan.plan_rows([str(tiny_export)], device="cpu").rows}
+    assert none["openvino/int8/cpu"].status == "skipped"
+    assert none["openvino/int8/cpu"].reason == "no OpenVINO INT8 IR given (unet-edge export --openvino --calib-data DIR)"
+    real = plan.importlib.util.find_spec
+    monkeypatch.setattr(plan.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    missing = {r.id: r for r in plan.plan_rows([str(out)], device="cpu").rows}
+    assert missing["openvino/fp32/cpu"].status == "skipped" and missing["openvino/fp32/cpu"].reason == plan.OPENVINO_MISSING
+
+
+def test_export_options_and_folder_ownership_for_openvino(tiny_run, tmp_path, monkeypatch):
+    from unet_edge.export.pipeline import ExportOptions, export_all, owned_by_export
+
+    # a re-export may replace a folder holding IRs: the .bin beside a table .xml is the export's, no other
+    assert owned_by_export("model_openvino_int8.bin") and owned_by_export("model_openvino_int8.xml.json")
+    assert not owned_by_export("model_fp32.bin") and not owned_by_export("weights.bin")
+    with pytest.raises(UsageError, match="--openvino needs --calib-data"):
+        ExportOptions(openvino=True).validate()
+    with pytest.raises(UsageError, match="unknown --openvino-preset 'fast'"):
+        ExportOptions(openvino=True, calib_data=str(tmp_path), openvino_preset="fast").validate()
+    real = ov_export.importlib.util.find_spec
+    monkeypatch.setattr(ov_export.importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    with pytest.raises(BackendUnavailableError, match=r"--openvino needs nncf.*pip install 'unet-edge\[openvino\]'"):
+        export_all(tiny_run["best"], tmp_path / "exp", ExportOptions(openvino=True, calib_data=str(tmp_path), progress=False),
+                   log=lambda *a: None)
+    assert not (tmp_path / "exp").exists()  # refused before anything was made

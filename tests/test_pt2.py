@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from unet_edge.artifacts import model_from_checkpoint
+from unet_edge import pt2_archive
+from unet_edge.artifacts import artifact_kind, model_from_checkpoint, read_meta
 from unet_edge.errors import ArtifactError, BackendUnavailableError, DataError, UsageError
 from unet_edge.export import pt2
 from unet_edge.host import HostInfo
+from unet_edge.io_utils import sha256
 from unet_edge.metadata import ModelMeta
+from unet_edge.provenance import NAME_KEY, SHA_KEY, source_record
+from unet_edge.runtime.loader import load_backend
 from unet_edge.runtime.pt2_backend import AotiBackend, ExportedProgramBackend, spatial_ranges
 
 
@@ -48,9 +52,11 @@ def _batch(n, h, w, seed=1):
 def test_exported_program_matches_eager_and_carries_the_metadata(exported, tiny_run):
     path = exported["path"]
     _, ckpt_meta, _ = model_from_checkpoint(tiny_run["best"])
-    assert pt2.pt2_kind(path) == "exported_program"
-    meta = pt2.read_pt2_meta(path)
+    assert pt2_archive.pt2_kind(path) == "exported_program"
+    meta = pt2_archive.read_pt2_meta(path)
     info = meta.extra.pop("pt2")
+    source = {k: meta.extra.pop(k) for k in (NAME_KEY, SHA_KEY)}
+    assert source == source_record(tiny_run["best"])
     assert meta.to_dict() == ckpt_meta.with_(precision="fp32").to_dict()
     assert info["kind"] == "exported_program" and info["device"] == "cpu" and info["torch"] == torch.__version__
     # tiny: depth 3 (blocks of 8), trained at 48x64
@@ -83,7 +89,7 @@ def test_exported_program_serves_other_sizes_and_batches_and_names_the_rule(expo
 
 
 def test_invalid_stored_shape_rule_is_an_artifact_error(exported):
-    meta = pt2.read_pt2_meta(exported["path"])
+    meta = pt2_archive.read_pt2_meta(exported["path"])
     bad = meta.with_(extra={"pt2": {**meta.extra["pt2"], "shapes": {"batch": [1, "64"], "height": {}, "width": {}}}})
     with pytest.raises(ArtifactError, match="extra.pt2.shapes is not a valid shape rule"):
         ExportedProgramBackend(exported["path"], meta=bad)
@@ -92,7 +98,7 @@ def test_invalid_stored_shape_rule_is_an_artifact_error(exported):
 def test_shape_rule_for_a_size_that_is_not_a_multiple():
     meta = ModelMeta(arch={"num_classes": 11, "depth": 4}, class_names=[f"c{i}" for i in range(11)],
                      palette=[[i, i, i] for i in range(11)], input_size=(360, 480))
-    rule = pt2.shape_rule(meta)
+    rule = pt2_archive.shape_rule(meta)
     assert rule == {"batch": [1, 64], "height": {"multiple": 16, "offset": 8, "min": 40, "max": 4088},
                     "width": {"multiple": 16, "offset": 0, "min": 32, "max": 4096}}
     h, w = spatial_ranges(rule)
@@ -161,21 +167,21 @@ def test_refuses_exported_programs_that_would_run_code(exported, tmp_path, what,
         return change(name, data).replace(b"CANARY", repr(str(canary)).encode()) if name.endswith(".json") else change(name, data)
 
     bad = _mutated(exported["path"], tmp_path / f"{what}.pt2", with_canary)
-    assert pt2.read_pt2_meta(bad).num_classes == 3  # metadata stays readable: only running is refused
+    assert pt2_archive.read_pt2_meta(bad).num_classes == 3  # metadata stays readable: only running is refused
     with pytest.raises(ArtifactError, match=message):
         ExportedProgramBackend(bad)
     assert not canary.exists()
-    pt2.check_exported_archive(exported["path"])  # the unmodified export passes the same check
+    pt2_archive.check_exported_archive(exported["path"])  # the unmodified export passes the same check
 
 
 def test_pt2_kind_and_missing_metadata(exported, tiny_run, tmp_path):
-    assert pt2.pt2_kind(tiny_run["best"]) is None  # a torch.save zip is not a PT2 archive
+    assert pt2_archive.pt2_kind(tiny_run["best"]) is None  # a torch.save zip is not a PT2 archive
     bare = tmp_path / "bare.pt2"
     ep = torch.export.export(torch.nn.ReLU(), (torch.zeros(2),))
     torch.export.save(ep, str(bare))
-    assert pt2.pt2_kind(bare) == "exported_program"
+    assert pt2_archive.pt2_kind(bare) == "exported_program"
     with pytest.raises(ArtifactError, match="without unet-edge metadata"):
-        pt2.read_pt2_meta(bare)
+        pt2_archive.read_pt2_meta(bare)
 
 
 def test_missing_compiler_is_a_clear_backend_error(exported, tiny_run, tmp_path):
@@ -202,7 +208,7 @@ def avx2_host(monkeypatch):
     import unet_edge.host as host
 
     monkeypatch.setattr(host, "probe_host", lambda: _host({"avx2", "fma", "f16c"}))
-    monkeypatch.setattr(pt2.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(pt2_archive.platform, "machine", lambda: "x86_64")
 
 
 def _meta(**pt2_extra):
@@ -215,41 +221,158 @@ def test_aoti_host_check(avx2_host):
     with pytest.raises(BackendUnavailableError,
                        match="compiled for x86-amx \\(march native\\) and needs the CPU flags amx_bf16, amx_int8, "
                              "amx_tile, avx512_vnni, avx512bw, avx512f, avx512vl, which this x86-avx2 CPU lacks"):
-        pt2.host_can_run_aoti(amx, _meta(march="native", build_cpu_class="x86-amx", build_cpu_flags=["avx2"]), "m.pt2")
+        pt2_archive.host_can_run_aoti(amx, _meta(march="native", build_cpu_class="x86-amx", build_cpu_flags=["avx2"]), "m.pt2")
     portable = {**amx, "AOTI_CPU_ISA": "AVX2"}
-    pt2.host_can_run_aoti(portable, _meta(march="x86-64-v3"), "m.pt2")
+    pt2_archive.host_can_run_aoti(portable, _meta(march="x86-64-v3"), "m.pt2")
     with pytest.raises(BackendUnavailableError, match="needs the CPU flags avx512_fp16"):  # -march=native on a newer CPU
-        pt2.host_can_run_aoti(portable, _meta(march="native", build_cpu_flags=["avx2", "fma", "avx512_fp16"]), "m.pt2")
+        pt2_archive.host_can_run_aoti(portable, _meta(march="native", build_cpu_flags=["avx2", "fma", "avx512_fp16"]), "m.pt2")
     with pytest.raises(BackendUnavailableError, match="compiled for aarch64"):
-        pt2.host_can_run_aoti({**portable, "AOTI_MACHINE": "aarch64"}, _meta(march="x86-64-v3"), "m.pt2")
+        pt2_archive.host_can_run_aoti({**portable, "AOTI_MACHINE": "aarch64"}, _meta(march="x86-64-v3"), "m.pt2")
     with pytest.raises(BackendUnavailableError, match="vector ISA AVX10"):
-        pt2.host_can_run_aoti({**portable, "AOTI_CPU_ISA": "AVX10"}, _meta(march="x86-64-v3"), "m.pt2")
+        pt2_archive.host_can_run_aoti({**portable, "AOTI_CPU_ISA": "AVX10"}, _meta(march="x86-64-v3"), "m.pt2")
+
+
+# --- the export pipeline (`unet-edge export --pt2`), the loader and bench ---------------------------
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def pt2_export(tiny_run, tmp_path_factory):
+    """``cli.py export --pt2`` on the tiny checkpoint: the one AOTInductor compile of this module."""
+    if not HAS_COMPILER:
+        pytest.skip("AOTInductor needs a C++ compiler ($CXX or g++); none found")
+    # inductor's C++ compile of the tiny U-Net: 22-57 s on 2 idle cores, minutes on busy ones
+    out = tmp_path_factory.mktemp("pt2_cli") / "exp"
+    r = _invoke("export", tiny_run["best"], "--out", out, "--pt2", "--threads", "1", "--json")
+    assert r.exit_code == 0, r.output
+    return {"out": out, "report": json.loads(r.stdout)}
 
 
 @pytest.mark.slow
-@needs_compiler
-def test_aoti_package_matches_eager_and_checks_device(tiny_run, tmp_path, monkeypatch):
-    # inductor's C++ compile of the tiny U-Net: 57 s with a cold cache (45 s warm, 110 s at load 5.8) on 2 cores
-    report = pt2.export_pt2(tiny_run["best"], tmp_path, log=lambda *a: None)
-    path = tmp_path / pt2.AOTI_NAMES["cpu"]
-    assert pt2.pt2_kind(path) == "aoti"
-    _, ckpt_meta, _ = model_from_checkpoint(tiny_run["best"])
-    meta = pt2.read_pt2_meta(path)
-    info = meta.extra.pop("pt2")
-    assert meta.to_dict() == ckpt_meta.with_(precision="fp32").to_dict()
+def test_cli_export_pt2_writes_the_table_files_with_provenance(pt2_export, tiny_run):
+    from unet_edge.formats import EXPORT_REPORT, artifact, export_files
+    from unet_edge.provenance import check_consistent
+
+    out, report = pt2_export["out"], pt2_export["report"]
+    assert {p.name for p in out.iterdir()} == {*export_files(options=("--pt2",)), "model_fp32.onnx.json", EXPORT_REPORT}
+    want = sha256(tiny_run["best"])
+    for key, kind, label in (("pt2_exported", "exported_program", "torch.export fp32 (cpu)"),
+                             ("pt2_aoti_cpu", "aoti", "aotinductor fp32 (cpu)")):
+        path = out / artifact(key).file
+        entry = report["artifacts"][key]
+        assert Path(entry["path"]) == path and entry["sha256"] == sha256(path) and entry["backend"] == label
+        assert artifact_kind(path) == kind
+        meta = read_meta(path)
+        assert (meta.precision, meta.extra[SHA_KEY], meta.extra["pt2"]["kind"]) == ("fp32", want, kind)
+        p = entry["parity_vs_pytorch"]
+        assert p["max_abs_error"] < 1e-4 and p["argmax_agreement"] == 1.0
+    assert report["artifacts"]["pt2_exported"]["parity_other_size"]["input_size"] == [24, 24]
+    assert report["artifacts"]["pt2_exported"]["parity_other_size"]["max_abs_error"] < 1e-4
+    assert report["artifacts"]["pt2_exported"]["shapes"]["batch"] == [1, 64]
+    aoti = report["artifacts"]["pt2_aoti_cpu"]
+    assert aoti["march"] == "native" and isinstance(aoti["compile_s"], float) and aoti["compile_s"] > 0
+    files = [out / n for n in export_files(models_only=True, options=("--pt2",))]
+    assert check_consistent(files) == want  # every file, the .pt2 ones included, records the checkpoint
+
+
+@pytest.mark.slow
+def test_aoti_package_matches_eager_and_checks_device(pt2_export, tiny_run, monkeypatch):
+    path = pt2_export["out"] / pt2.AOTI_NAMES["cpu"]
+    assert pt2_archive.pt2_kind(path) == "aoti"
+    info = pt2_archive.read_pt2_meta(path).extra["pt2"]
     assert (info["kind"], info["device"], info["march"], info["freezing"]) == ("aoti", "cpu", "native", True)
-    assert pt2.aoti_package_metadata(path)["AOTI_DEVICE_KEY"] == "cpu"
-    assert report["aoti_cpu"]["parity_vs_pytorch"]["max_abs_error"] < 1e-4
-    with AotiBackend(path, threads=1) as b:
-        assert b.label == "aotinductor fp32 (cpu)"
+    assert pt2_archive.aoti_package_metadata(path)["AOTI_DEVICE_KEY"] == "cpu"
+    with load_backend(path, device="cpu", threads=1) as b:
+        assert isinstance(b, AotiBackend) and b.label == "aotinductor fp32 (cpu)" and b.threads == 1
         for n, h, w in ((2, 48, 64), (3, 32, 40)):
             x = _batch(n, h, w)
             assert np.abs(b.infer(x) - _eager(tiny_run, x)).max() < 1e-4
     with pytest.raises(BackendUnavailableError, match="AOTInductor cpu package; it cannot run on cuda"):
         AotiBackend(path, device="cuda")
+    with pytest.raises(BackendUnavailableError, match="fp32 artifact; --precision bf16"):
+        load_backend(path, precision="bf16")
     import unet_edge.host as host
 
     monkeypatch.setattr(host, "probe_host", lambda: _host({"avx2", "fma"}))
     if set(info["build_cpu_flags"]) - {"avx2", "fma"}:
         with pytest.raises(BackendUnavailableError, match="which this x86-avx2 CPU lacks"):
             AotiBackend(path)
+
+
+@pytest.mark.slow
+def test_bench_plans_the_pt2_rows(pt2_export, monkeypatch):
+    from benchmarks.plan import plan_rows
+
+    out = pt2_export["out"]
+    rows = {r.id: r for r in plan_rows([str(out)], device="cpu").rows}
+    for rid, name in (("torch.export/fp32/cpu", "model_exported.pt2"), ("aotinductor/fp32/cpu", "model_aoti_cpu.pt2")):
+        assert rows[rid].status == "planned" and Path(rows[rid].path).name == name, rows[rid]
+    assert [r.backend for r in rows.values()][:5] == ["pytorch", "pytorch", "torchscript", "torch.export", "aotinductor"]
+    assert rows["aotinductor/fp32/cpu"].label == "AOTInductor FP32 (cpu)"
+    other = {r.id: r for r in plan_rows([str(out)], device="cpu", input_size=(44, 64)).rows}
+    assert other["torch.export/fp32/cpu"].status == "skipped"
+    assert other["torch.export/fp32/cpu"].reason == ("benchmark input 44x64 is not served: exported for H = 8*k + 0 in "
+                                                     "[16, 4096], W = 8*k + 0 in [16, 4096]")
+    import unet_edge.host as host
+
+    monkeypatch.setattr(host, "probe_host", lambda: _host({"avx2", "fma"}))
+    info = pt2_archive.read_pt2_meta(out / pt2.AOTI_NAMES["cpu"]).extra["pt2"]
+    if set(info["build_cpu_flags"]) - {"avx2", "fma"}:  # a package for this CPU is skipped on a lesser one
+        row = {r.id: r for r in plan_rows([str(out)], device="cpu", host=_host({"avx2", "fma"})).rows}["aotinductor/fp32/cpu"]
+        assert row.status == "skipped" and "which this x86-avx2 CPU lacks" in row.reason
+
+
+def test_loader_and_bench_on_the_exported_program(exported, tiny_run):
+    from benchmarks.plan import plan_rows
+
+    path = exported["path"]
+    assert artifact_kind(path) == "exported_program"
+    assert read_meta(path).to_dict() == pt2_archive.read_pt2_meta(path).to_dict()
+    with load_backend(path, device="cpu", threads=1) as b:
+        assert isinstance(b, ExportedProgramBackend) and b.label == "torch.export fp32 (cpu)"
+        x = _batch(1, 48, 64)
+        assert np.abs(b.infer(x) - _eager(tiny_run, x)).max() < 1e-4
+    with pytest.raises(BackendUnavailableError, match="--precision fp16"):
+        load_backend(path, precision="fp16")
+    rows = {r.id: r for r in plan_rows([str(path)], device="cpu").rows}
+    assert rows["torch.export/fp32/cpu"].status == "planned" and rows["torch.export/fp32/cpu"].path == str(path)
+    # the checkpoint for the PyTorch rows is found through the provenance record in the .pt2
+    assert rows["pytorch/fp32/cpu"].status == "planned" and rows["pytorch/fp32/cpu"].path == str(tiny_run["best"].resolve())
+    assert rows["aotinductor/fp32/cpu"].status == "skipped"
+    assert rows["aotinductor/fp32/cpu"].reason == "no AOTInductor package given (unet-edge export --pt2 writes model_aoti_cpu.pt2)"
+
+
+def test_pt2_is_recognised_and_its_metadata_read_without_torch(exported, tmp_path):
+    """A runtime-only install (no PyTorch) still tells a .pt2 apart and reads its metadata."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ImportError('blocked')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from unet_edge.artifacts import artifact_kind, read_meta\n"
+            "from unet_edge.runtime.loader import load_backend\n"
+            "from unet_edge.errors import BackendUnavailableError\n"
+            "p = sys.argv[1]\n"
+            "print(artifact_kind(p), read_meta(p).num_classes)\n"
+            "try:\n"
+            "    load_backend(p)\n"
+            "except BackendUnavailableError as e:\n"
+            "    print(e)\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code, str(exported["path"])], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.splitlines()[:2]
+    assert first == "exported_program 3"
+    assert "is a PyTorch ExportedProgram (.pt2): running it needs PyTorch" in second

@@ -2,11 +2,14 @@
 
 Kinds: ``checkpoint`` (``torch.save`` dict with ``model`` and ``meta``), ``torchscript``
 (zip with ``extra/unet_edge.json``), ``onnx`` (``metadata_props['unet_edge']``), ``engine``
-(TensorRT plan with a ``<plan>.json`` sidecar).
+(TensorRT plan with a ``<plan>.json`` sidecar), ``openvino`` (IR ``.xml`` + ``.bin``, metadata in a
+``<xml>.json`` sidecar and the IR's ``<rt_info>``), ``exported_program`` and ``aoti`` (``.pt2``
+archives of torch.export and AOTInductor, metadata inside; :mod:`unet_edge.pt2_archive`).
 
 Files come from other people: checkpoints load with ``torch.load(weights_only=True)``, so no
 code runs from a file, and all metadata is validated (:meth:`ModelMeta.from_dict`) before use.
-PyTorch is imported only to read checkpoints, so ONNX and engine users do not need it.
+PyTorch is imported only to read checkpoints, so ONNX, engine and OpenVINO users do not need it (a
+``.pt2`` is recognised and its metadata read from the zip alone, too).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import TYPE_CHECKING
 from .errors import ArtifactError
 from .formats import ENGINE_SUFFIXES
 from .metadata import METADATA_KEY, ModelMeta, sidecar_path
+from .openvino_ir import IR_SUFFIX, read_ir_meta
+from .pt2_archive import pt2_kind, read_pt2_meta
 
 if TYPE_CHECKING:
     from .model import UNet
@@ -35,7 +40,8 @@ def _first_line(e: BaseException) -> str:
 def _check_readable(path: Path) -> None:
     """Raise ArtifactError when ``path`` is not a readable regular file (missing, a folder, no permission)."""
     if path.is_dir():
-        raise ArtifactError(f"{path} is a directory, not an artifact file; give a checkpoint, TorchScript, ONNX or engine file")
+        raise ArtifactError(f"{path} is a directory, not an artifact file; give a checkpoint, TorchScript, ONNX, "
+                            "OpenVINO IR (.xml), .pt2 or engine file")
     if not path.is_file():
         raise ArtifactError(f"artifact not found: {path}")
     try:
@@ -46,7 +52,8 @@ def _check_readable(path: Path) -> None:
 
 
 def artifact_kind(path: str | Path) -> str:
-    """Return ``checkpoint``, ``torchscript``, ``onnx`` or ``engine``.
+    """Return ``checkpoint``, ``torchscript``, ``onnx``, ``engine``, ``openvino`` (an IR's ``.xml``),
+    ``exported_program`` or ``aoti`` (``.pt2`` archives, told apart by their zip directory).
 
     Raises:
         ArtifactError: the file is missing, unreadable or is none of these.
@@ -57,7 +64,12 @@ def artifact_kind(path: str | Path) -> str:
         return "engine"
     if path.suffix.lower() == ".onnx":
         return "onnx"
+    if path.suffix.lower() == IR_SUFFIX:
+        return "openvino"
     if zipfile.is_zipfile(path):
+        pt2 = pt2_kind(path)  # the zip directory only: nothing from the file runs, no torch
+        if pt2 is not None:
+            return pt2
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
@@ -72,7 +84,8 @@ def artifact_kind(path: str | Path) -> str:
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         raise ArtifactError(f"{path} is not a readable checkpoint or TorchScript file (not a complete torch.save "
                             "zip archive: truncated or made by another program); re-save or re-export it")
-    raise ArtifactError(f"{path} is not a unet-edge checkpoint, TorchScript, ONNX or engine file")
+    raise ArtifactError(f"{path} is not a unet-edge checkpoint, TorchScript, ONNX, OpenVINO IR (.xml), .pt2 or "
+                        "engine file")
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
@@ -142,6 +155,10 @@ def read_meta(path: str | Path) -> ModelMeta:
     """
     path = Path(path)
     kind = artifact_kind(path)
+    if kind in ("exported_program", "aoti"):
+        return read_pt2_meta(path)
+    if kind == "openvino":
+        return read_ir_meta(path)  # sidecar, else the IR's rt_info
     if kind == "checkpoint":
         return ModelMeta.from_dict(load_checkpoint(path)["meta"], source=path)
     if kind == "torchscript":

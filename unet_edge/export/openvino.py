@@ -18,6 +18,7 @@ Needs ``pip install 'unet-edge[openvino]'`` (openvino, nncf); both are imported 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -48,8 +49,6 @@ def check_installed() -> None:
     Raises:
         BackendUnavailableError: ``openvino`` or ``nncf`` cannot be found; the message says what to install.
     """
-    import importlib.util
-
     missing = [m for m in ("openvino", "nncf") if importlib.util.find_spec(m) is None]
     if missing:
         raise BackendUnavailableError(f"--openvino needs {' and '.join(missing)}, which this install does not have: "

@@ -1,6 +1,7 @@
 """The export stage: checkpoint -> TorchScript + ONNX FP32 [+ FP16] [+ INT8 Q/DQ for TensorRT, its
-calibration cache, and INT8 U8S8 for ONNX Runtime on CPU], with parity against the PyTorch model
-for every artifact and optional validation mIoU per precision.
+calibration cache, and INT8 U8S8 for ONNX Runtime on CPU] [+ OpenVINO FP32 and NNCF INT8 IRs]
+[+ torch.export program and AOTInductor CPU package], with parity against the PyTorch model for
+every artifact and optional validation mIoU per precision.
 
 The ONNX graphs are exported from :func:`unet_edge.export.rewrite.for_deployment` (2x2 transposed
 convolutions as 1x1 conv + DepthToSpace, numerically the same); the parity check compares against
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,18 +29,24 @@ from ..formats import (CALIB_METHODS, CPU_SCHEMES, CPU_TARGETS, DEFAULT_CALIB_IM
                        ENGINE_SUFFIXES, EXPORT_REPORT, artifact, export_files)
 from ..host import probe_host, resolve_threads
 from ..io_utils import sha256, write_json_atomic
+from ..openvino_ir import IR_SUFFIX, WEIGHTS_SUFFIX, ir_weights_path, read_ir_meta
 from ..preprocess import preprocess_batch
 from ..provenance import SHA_KEY, source_record
+from ..pt2_archive import MARCH_FLAGS, shape_rule
+from ..runtime.openvino_backend import OpenVinoBackend
 from ..runtime.ort_backend import OrtBackend
+from ..runtime.pt2_backend import AotiBackend, ExportedProgramBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from ..transaction import StagedFolder
+from . import openvino as ov_export
 from .accuracy import MAX_CLASS_DROP, MAX_MIOU_DROP, check_int8
 from .fp16 import export_fp16
 from .int8 import cpu_target, export_int8
 from .onnx_export import export_onnx, parity
+from .pt2 import check_aoti_toolchain, compile_aoti, export_program, save_exported_program
+from .pt2 import parity as pt2_parity  # onnx_export's parity (logits vs logits) is the other one
 from .rewrite import for_deployment
 from .torchscript import export_torchscript, load_torchscript
-
 
 
 @dataclass
@@ -62,20 +70,29 @@ class ExportOptions:
     allow_int8_drop: bool = False
     max_int8_drop: float = MAX_MIOU_DROP
     max_int8_class_drop: float = MAX_CLASS_DROP
+    openvino: bool = False
+    openvino_preset: str = ov_export.PRESETS[0]
+    pt2: bool = False
+    pt2_march: str = "native"
     progress: bool = True
 
     def validate(self) -> "ExportOptions":
         """Check option values and combinations before anything is exported.
 
         Raises:
-            UsageError: ``int8`` without ``calib_data``; an unknown ``calib_method``,
-                ``int8_target`` or ``int8_cpu_scheme``; a count below 1.
+            UsageError: ``int8`` or ``openvino`` without ``calib_data``; an unknown ``calib_method``,
+                ``int8_target``, ``int8_cpu_scheme``, ``openvino_preset`` or ``pt2_march``; a count below 1.
         """
         if self.int8 and not self.calib_data:
             raise UsageError("--int8 needs --calib-data DIR (a dataset or image folder to calibrate on)")
+        if self.openvino and not self.calib_data:
+            raise UsageError("--openvino needs --calib-data DIR: the NNCF INT8 IR calibrates on the same images as "
+                             "the ONNX INT8 files")
         for flag, value, known in (("--calib-method", self.calib_method, CALIB_METHODS),
                                    ("--int8-target", self.int8_target, CPU_TARGETS),
-                                   ("--int8-cpu-scheme", self.int8_cpu_scheme, CPU_SCHEMES)):
+                                   ("--int8-cpu-scheme", self.int8_cpu_scheme, CPU_SCHEMES),
+                                   ("--openvino-preset", self.openvino_preset, ov_export.PRESETS),
+                                   ("--pt2-march", self.pt2_march, ("native", *MARCH_FLAGS))):
             if value is not None and value not in known:
                 raise UsageError(f"unknown {flag} {value!r}; choose one of {', '.join(known)}")
         for flag, value in (("--calib-images", self.calib_images), ("parity images", self.parity_images),
@@ -87,6 +104,8 @@ class ExportOptions:
 
 #: INT8 report keys -> which run of the file the accuracy check gates (see :mod:`.accuracy`).
 INT8_GATES = {"onnx_int8": "fake_quant", "onnx_int8_cpu": "kernel"}
+#: OpenVINO IR report keys; the INT8 IR is checked against the FP32 IR (its kernel run: no fake-quant run).
+OPENVINO_KEYS = ov_export.KEYS
 
 
 def _parity_batch(meta, opts: ExportOptions) -> np.ndarray:
@@ -112,6 +131,11 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
     (``int8_check``: INT8 vs FP32 per class, and the fake-quant run that separates scale and
     kernel effects, :mod:`unet_edge.export.accuracy`).
 
+    Opt-in: ``openvino`` adds the OpenVINO FP32 IR and the NNCF INT8 IR (scored like the ONNX files
+    with ``eval_data``; the INT8 IR is checked against the FP32 IR, its kernel run gated);
+    ``pt2`` adds the torch.export program and the AOTInductor CPU package (parity, ``export_s``,
+    ``compile_s``).
+
     Every artifact records the checkpoint it comes from (:func:`unet_edge.provenance.source_record`:
     ``extra.source_checkpoint`` and ``extra.source_checkpoint_sha256``); so does the report.
 
@@ -129,7 +153,9 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
             exception from it fails the export.
 
     Raises:
-        ArtifactError: bad checkpoint. ExportError: export/quantization failure.
+        ArtifactError: bad checkpoint. ExportError: export/quantization/compilation failure.
+        BackendUnavailableError: ``openvino`` without openvino/nncf installed, ``pt2`` without a C++
+        compiler (both checked before anything is made).
         Int8AccuracyError: an INT8 file lost more than ``max_int8_drop`` mIoU points or
         ``max_int8_class_drop`` points on a class (unless ``allow_int8_drop``); the report is kept
         in ``<out>.failed/``. DataError: bad calibration/eval data. UsageError: bad options
@@ -167,11 +193,13 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
 
 def owned_by_export(name: str) -> bool:
     """True for top-level names an export folder may hold: the files of
-    :func:`unet_edge.formats.export_files` and the report, their ``.json`` sidecars, TensorRT
-    engines built from it (and their sidecars), hidden temporaries."""
+    :func:`unet_edge.formats.export_files` and the report, their ``.json`` sidecars, the ``.bin``
+    weights beside an OpenVINO IR, TensorRT engines built from it (and their sidecars), hidden
+    temporaries."""
     base = name[:-5] if name.endswith(".json") else name
     known = (*export_files(), EXPORT_REPORT)
-    return (name.startswith(".") or name in known or base in known
+    ir_weights = name.endswith(WEIGHTS_SUFFIX) and Path(name).with_suffix(IR_SUFFIX).name in known
+    return (name.startswith(".") or name in known or base in known or ir_weights
             or Path(base).suffix.lower() in ENGINE_SUFFIXES)
 
 
@@ -196,6 +224,10 @@ def _with_note(e: UnetEdgeError, note: str) -> UnetEdgeError:
 
 def _export_into(out: Path, final: Path, checkpoint: str | Path, opts: ExportOptions, report: dict, log) -> None:
     """Make every artifact in ``out`` (the staging folder) and fill ``report`` (paths under ``out``)."""
+    if opts.openvino:
+        ov_export.check_installed()  # before any work: a missing package is no reason to export twice
+    if opts.pt2:
+        check_aoti_toolchain()
     host = probe_host()
     threads = resolve_threads(opts.threads)
     torch.set_num_threads(threads)
@@ -215,8 +247,14 @@ def _export_into(out: Path, final: Path, checkpoint: str | Path, opts: ExportOpt
 
     def record(key: str, path: Path, backend) -> None:
         logits = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(len(batch))])
-        entry = {"path": str(path), "size_mb": round(path.stat().st_size / 1e6, 3), "sha256": sha256(path),
-                 "parity_vs_pytorch": parity(ref, logits), "backend": backend.label}
+        size = path.stat().st_size
+        entry = {"path": str(path), "size_mb": 0.0, "sha256": sha256(path), "parity_vs_pytorch": parity(ref, logits),
+                 "backend": backend.label}
+        if path.suffix == IR_SUFFIX:  # an IR is two files: the size counts both, the weights get their own hash
+            weights = ir_weights_path(path)
+            size += weights.stat().st_size
+            entry["weights"] = {"file": weights.name, "sha256": sha256(weights)}
+        entry["size_mb"] = round(size / 1e6, 3)
         report["artifacts"][key] = entry
         p = entry["parity_vs_pytorch"]
         log(f"  {key:<12} {path.name:<18} {entry['size_mb']:7.2f} MB  max|dlogit| {p['max_abs_error']:.2e}  "
@@ -229,6 +267,8 @@ def _export_into(out: Path, final: Path, checkpoint: str | Path, opts: ExportOpt
 
     ts = export_torchscript(model, meta, file("torchscript"))
     record("torchscript", ts, TorchScriptBackend(load_torchscript(ts), meta))
+    if opts.pt2:
+        _pt2(model, meta, file("pt2_exported"), file("pt2_aoti_cpu"), opts, threads, record, report)
     fp32 = export_onnx(for_deployment(model), meta, file("onnx_fp32"), dynamic=opts.dynamic)
     record("onnx_fp32", fp32, OrtBackend(str(fp32), read_meta(fp32), threads=threads))
     if opts.fp16:
@@ -246,12 +286,40 @@ def _export_into(out: Path, final: Path, checkpoint: str | Path, opts: ExportOpt
         int8_cpu = _cpu_int8(fp32, meta, file("onnx_int8_cpu"), opts, report, scorer, log)
         cpu_meta = read_meta(int8_cpu)
         record("onnx_int8_cpu", int8_cpu, OrtBackend(str(int8_cpu), cpu_meta, threads=threads))
+    if opts.openvino:
+        ov32 = ov_export.convert_fp32(fp32, file("openvino_fp32"))
+        record("openvino_fp32", ov32, OpenVinoBackend(ov32, read_ir_meta(ov32), threads=threads))
+        ov8 = ov_export.quantize_int8(ov32, file("openvino_int8"), opts.calib_data, opts.calib_images, opts.data_format,
+                                      preset=opts.openvino_preset)
+        record("openvino_int8", ov8, OpenVinoBackend(ov8, read_ir_meta(ov8), threads=threads))
 
     if opts.eval_data:
         _evaluate_all(model, meta, report, opts, scorer, log)
-    elif opts.int8:
+    elif opts.int8 or opts.openvino:
         report["int8_check"] = {"status": "not run", "reason": "no evaluation data (--no-eval)"}
         log("  warning: INT8 accuracy against FP32 was not checked (no evaluation data)")
+
+
+def _pt2(model, meta, ep_file: Path, aoti_file: Path, opts: ExportOptions, threads: int, record, report: dict) -> None:
+    """The ExportedProgram and the AOTInductor CPU package (``--pt2``), each recorded with its parity;
+    the report entries add ``export_s`` / ``compile_s`` (seconds), the accepted ``shapes``, the
+    ExportedProgram's parity at a second accepted size and batch (``parity_other_size``: the
+    dynamic dims work) and the package's ``march``."""
+    rule = shape_rule(meta)
+    t0 = time.perf_counter()
+    ep = export_program(model, meta)
+    ep_path = save_exported_program(ep, meta, ep_file, rule)
+    export_s = round(time.perf_counter() - t0, 2)
+    backend = ExportedProgramBackend(ep_path, threads=threads)
+    record("pt2_exported", ep_path, backend)
+    other = tuple(r["min"] + r["multiple"] for r in (rule["height"], rule["width"]))
+    other_parity = pt2_parity(model, lambda x: torch.from_numpy(backend.infer(x.numpy())), meta, batch=3, size=other)
+    report["artifacts"]["pt2_exported"].update(export_s=export_s, shapes=rule, parity_other_size=other_parity)
+    t0 = time.perf_counter()
+    pkg = compile_aoti(ep, meta, aoti_file, march=opts.pt2_march, rule=rule)
+    compile_s = round(time.perf_counter() - t0, 1)
+    record("pt2_aoti_cpu", pkg, AotiBackend(pkg, threads=threads))
+    report["artifacts"]["pt2_aoti_cpu"].update(compile_s=compile_s, march=opts.pt2_march)
 
 
 class _Scorer:
@@ -269,6 +337,14 @@ class _Scorer:
             backend = OrtBackend(str(path), read_meta(path), threads=self.threads, optimize=optimize)
             name = Path(path).name + ("" if optimize else " fake-quant")
             self._done[key] = self.evaluate(backend.infer, f"mIoU {name}")
+        return self._done[key]
+
+    def openvino(self, path) -> dict:
+        """:func:`~unet_edge.evaluate.evaluate` metrics of an OpenVINO IR (f32 inference hint), scored once."""
+        key = (str(path), "openvino")
+        if key not in self._done:
+            with OpenVinoBackend(path, threads=self.threads) as backend:
+                self._done[key] = self.evaluate(backend.infer, f"mIoU {Path(path).name}")
         return self._done[key]
 
     def evaluate(self, infer, description: str) -> dict:
@@ -319,6 +395,9 @@ def _evaluate_all(model, meta, report: dict, opts: ExportOptions, scorer: _Score
             rows[key] = functools.partial(scorer, path)
             if key in INT8_GATES:
                 rows[f"{key}_fakequant"] = functools.partial(scorer, path, optimize=False)
+    for key in OPENVINO_KEYS:
+        if key in report["artifacts"]:
+            rows[key] = functools.partial(scorer.openvino, report["artifacts"][key]["path"])
     ev = report.setdefault("eval", {})
     for key, score in rows.items():
         m = score()
@@ -326,16 +405,20 @@ def _evaluate_all(model, meta, report: dict, opts: ExportOptions, scorer: _Score
         log(f"  {opts.eval_split} mIoU {key:<22} {m['miou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}")
     report["eval_split"] = opts.eval_split
     host = probe_host()
-    for key, gate in INT8_GATES.items():
+    # (INT8 key, its FP32 reference, fake-quant run or None, gated run)
+    checks = [(key, "onnx_fp32", f"{key}_fakequant", gate) for key, gate in INT8_GATES.items()]
+    checks.append(("openvino_int8", "openvino_fp32", None, "kernel"))
+    for key, ref, fake_quant, gate in checks:
         if key not in ev:
             continue
-        c = check_int8(key, ev["onnx_fp32"], ev[key], ev[f"{key}_fakequant"], gate=gate,
+        c = check_int8(key, ev[ref], ev[key], ev[fake_quant] if fake_quant else None, gate=gate,
                        max_miou_drop=opts.max_int8_drop, max_class_drop=opts.max_int8_class_drop)
         entry = c.to_dict()
-        entry.update(host=host.cpu_class, status="passed" if c.passed else "failed",
+        entry.update(host=host.cpu_class, status="passed" if c.passed else "failed", reference=ref,
                      message=c.message(Path(report["artifacts"][key]["path"]).name, opts.eval_split, host.int8_family))
         report.setdefault("int8_check", {})[key] = entry
         verdict = "ok" if c.passed else ("FAILED (allowed by --allow-int8-drop)" if opts.allow_int8_drop else "FAILED")
-        log(f"  INT8 check {key}: {verdict}: {-c.miou_drop:+.2f} mIoU points ({c.gated} run), worst class "
-            f"{c.worst_class} {-c.worst_class_drop:+.1f}; of which scales (fake-quant) {-c.fake_quant_drop:+.2f}, "
-            f"integer kernels {-c.kernel_effect:+.2f}")
+        split = ("" if c.fake_quant_drop is None or c.kernel_effect is None else
+                 f"; of which scales (fake-quant) {-c.fake_quant_drop:+.2f}, integer kernels {-c.kernel_effect:+.2f}")
+        log(f"  INT8 check {key} vs {ref}: {verdict}: {-c.miou_drop:+.2f} mIoU points ({c.gated} run), worst class "
+            f"{c.worst_class} {-c.worst_class_drop:+.1f}{split}")

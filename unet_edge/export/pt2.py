@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import BackendUnavailableError, ExportError, UsageError
 from ..io_utils import atomic_path
 from ..metadata import METADATA_KEY, ModelMeta
+from ..provenance import source_record
 from ..pt2_archive import AOTI_NAMES, EXPORTED_NAME, MARCH_FLAGS, MAX_BATCH, MAX_SIDE, PT2_EXTRA, shape_rule
 
 if TYPE_CHECKING:
@@ -235,7 +236,8 @@ def export_pt2(checkpoint: str | Path, out_dir: str | Path, aoti: bool = True, d
     Returns:
         ``{"exported_program": {"path", "parity_vs_pytorch", "export_s"}, "aoti_<device>": {"path",
         "parity_vs_pytorch", "compile_s", "march"}, "shapes": shape_rule}``; parity at the input
-        size, batch 2, seed 0, plus (ExportedProgram) at a second accepted size.
+        size, batch 2, seed 0, plus (ExportedProgram) at a second accepted size. Both files record
+        the checkpoint (:func:`unet_edge.provenance.source_record`) in their metadata.
 
     Raises:
         ArtifactError: bad checkpoint. ExportError: capture or compilation failed.
@@ -247,7 +249,9 @@ def export_pt2(checkpoint: str | Path, out_dir: str | Path, aoti: bool = True, d
     from ..artifacts import model_from_checkpoint
     from ..runtime.pt2_backend import load_aoti_package, load_exported_program
 
+    source = source_record(checkpoint)
     model, meta, _ = model_from_checkpoint(checkpoint)
+    meta = meta.with_(extra=source)
     out = Path(out_dir)
     rule = shape_rule(meta)
     report: dict = {"shapes": rule}

@@ -1,6 +1,7 @@
 """Open the right backend for an artifact, recognised by its content and metadata."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from ..artifacts import artifact_kind, model_from_checkpoint, read_meta
@@ -14,16 +15,18 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def load_backend(path: str | Path, device: str = "cpu", precision: str | None = None, threads: int = 0) -> Backend:
-    """Backend for a checkpoint (PyTorch eager), TorchScript, ONNX (ONNX Runtime) or TensorRT engine.
+    """Backend for a checkpoint (PyTorch eager), TorchScript, ONNX (ONNX Runtime), OpenVINO IR
+    (``.xml``), ``.pt2`` (torch.export program or AOTInductor package) or TensorRT engine.
 
     Args:
         path: the artifact.
         device: ``cpu``, ``cuda`` or ``auto``. A device that is not available raises; there is no
             silent fallback.
         precision: PyTorch only: ``fp32`` (default), ``auto``, ``bf16`` (CPU autocast) or ``fp16`` (CUDA
-            autocast). ONNX and engine precision is fixed by the artifact (``auto`` or None take it);
-            asking for another raises.
-        threads: CPU threads for PyTorch (``torch.set_num_threads``) / ONNX Runtime intra-op;
+            autocast). ONNX, ``.pt2`` and engine precision is fixed by the artifact (``auto`` or None
+            take it); asking for another raises. An OpenVINO IR also takes ``bf16`` (the bf16
+            inference-precision hint, on CPUs with native bf16 only).
+        threads: CPU threads for PyTorch (``torch.set_num_threads``) / ONNX Runtime intra-op / OpenVINO;
             0: the physical cores (:func:`unet_edge.host.resolve_threads`).
             ``backend.capabilities().threads`` says the count used.
 
@@ -33,8 +36,9 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
     Raises:
         UsageError: an unknown device or precision.
         ArtifactError: unknown or corrupt artifact, or invalid metadata. BackendUnavailableError:
-        device/precision not available for this artifact on this host, or a checkpoint/TorchScript
-        file where PyTorch is not installed (a runtime-only install runs ONNX and engines).
+        device/precision not available for this artifact on this host, a checkpoint/TorchScript/``.pt2``
+        file where PyTorch is not installed (a runtime-only install runs ONNX and engines), or an
+        OpenVINO IR where openvino is not installed.
     """
     check_device(device)
     if precision is not None and precision not in PRECISIONS:
@@ -61,10 +65,23 @@ def load_backend(path: str | Path, device: str = "cpu", precision: str | None = 
                                 "it may be truncated; re-export it") from e
         return TorchScriptBackend(module, meta, str(path), device=device, precision=precision or "fp32")
     meta = read_meta(path)
+    if kind == "openvino":  # before the generic check: an FP32 IR also runs with the bf16 hint
+        if importlib.util.find_spec("openvino") is None:
+            raise BackendUnavailableError(f"{path} is an OpenVINO IR: running it needs openvino, which this install "
+                                          "does not have: pip install 'unet-edge[openvino]'")
+        from .openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(str(path), meta, device=device, threads=threads, precision=precision)
     if precision and precision not in ("auto", meta.precision):
         raise BackendUnavailableError(
             f"{path} is a {meta.precision} artifact; --precision {precision} applies to checkpoints and "
             f"TorchScript only (export a {precision} artifact instead)")
+    if kind in ("exported_program", "aoti"):
+        _require_torch(path, "ExportedProgram (.pt2)" if kind == "exported_program" else "AOTInductor package (.pt2)")
+        from .pt2_backend import AotiBackend, ExportedProgramBackend
+
+        cls = AotiBackend if kind == "aoti" else ExportedProgramBackend
+        return cls(str(path), meta, device=device, threads=threads)
     if kind == "onnx":
         from .ort_backend import OrtBackend
 
