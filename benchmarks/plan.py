@@ -31,6 +31,7 @@ from unet_edge.openvino_ir import ir_input_shape, ir_weights_path
 from unet_edge.precision import EMULATED_BF16_COST, cuda_native_bf16
 from unet_edge.pt2_archive import aoti_package_metadata, host_can_run_aoti, rule_accepts, stored_shape_rule
 from unet_edge.runtime.ort_backend import int8_target
+from unet_edge.zoo import resolve_artifact
 
 #: Model files of an export folder in row order (:func:`unet_edge.formats.export_files`).
 EXPORT_FILES = export_files(models_only=True)
@@ -108,7 +109,7 @@ def expand_artifacts(paths: list[str]) -> list[Path]:
         ArtifactError: a path does not exist or a folder holds none of these files.
     """
     out: list[Path] = []
-    for p in map(Path, paths):
+    for p in map(resolve_artifact, paths):
         if p.is_dir():
             found = [p / n for n in EXPORT_FILES if (p / n).is_file()]
             found += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in ENGINE_SUFFIXES)

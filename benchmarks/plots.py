@@ -17,7 +17,8 @@ from unet_edge.io_utils import atomic_path
 from .records import rows_of, streams_of
 
 PRECISION_COLORS = {"fp32": "#1f77b4", "bf16": "#9467bd", "fp16": "#2ca02c", "int8": "#d62728"}
-BACKEND_MARKERS = {"pytorch": "o", "torchscript": "s", "onnxruntime": "D", "tensorrt": "^"}
+BACKEND_MARKERS = {"pytorch": "o", "torchscript": "s", "onnxruntime": "D", "tensorrt": "^", "openvino": "v",
+                   "torch.export": "P", "aotinductor": "X"}
 STAGE_COLORS = {"read": "#8c564b", "preprocess": "#e377c2", "infer": "#1f77b4", "postprocess": "#ff7f0e",
                 "overlay": "#2ca02c", "write": "#7f7f7f"}
 

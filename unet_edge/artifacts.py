@@ -23,6 +23,7 @@ from .formats import ENGINE_SUFFIXES
 from .metadata import METADATA_KEY, ModelMeta, sidecar_path
 from .openvino_ir import IR_SUFFIX, read_ir_meta
 from .pt2_archive import pt2_kind, read_pt2_meta
+from .zoo import resolve_artifact
 
 if TYPE_CHECKING:
     from .model import UNet
@@ -58,7 +59,7 @@ def artifact_kind(path: str | Path) -> str:
     Raises:
         ArtifactError: the file is missing, unreadable or is none of these.
     """
-    path = Path(path)
+    path = resolve_artifact(path)
     _check_readable(path)
     if path.suffix.lower() in ENGINE_SUFFIXES:
         return "engine"
@@ -101,7 +102,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     """
     import torch
 
-    path = Path(path)
+    path = resolve_artifact(path)
     if path.is_dir():
         raise ArtifactError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
@@ -153,7 +154,7 @@ def read_meta(path: str | Path) -> ModelMeta:
         ArtifactError: the artifact is unknown, unreadable, or carries no or invalid metadata (the
         message names the file and the field).
     """
-    path = Path(path)
+    path = resolve_artifact(path)
     kind = artifact_kind(path)
     if kind in ("exported_program", "aoti"):
         return read_pt2_meta(path)

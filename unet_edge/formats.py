@@ -82,8 +82,8 @@ CPU_TARGETS = {
 
 # --- the artifact table ----------------------------------------------------------------------------
 
-PRODUCERS = ("export", "build", "jetson bundle")
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino", "torch.export", "aotinductor")
+PRODUCERS = ("export", "build", "jetson bundle", "triton repository")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino", "torch.export", "aotinductor", "triton")
 #: Suffixes of TensorRT plan files (engines), whatever their name.
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 #: Precisions of TensorRT builds, and the build modes (see :mod:`unet_edge.trt.builder`).
@@ -156,6 +156,12 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("pt2_aoti_cpu", "model_aoti_cpu.pt2", "fp32", "export", "--pt2", ("aotinductor",), False, (),
              "AOTInductor package compiled for this CPU (or --pt2-march x86-64-v3/v4): loads without a "
              "compiler, in the PyTorch version that built it"),
+    Artifact("triton_config", "config.pbtxt", None, "triton repository", "export/build --triton DIR", ("triton",), False,
+             (), "Triton model configuration DIR/<name>/config.pbtxt (Triton's schema): names, dims and types from the "
+             "metadata, max_batch_size, dynamic batching, instance group, the metadata JSON as a parameter"),
+    Artifact("triton_model", "model.onnx", "fp32", "triton repository", "export --triton DIR", ("triton",), False, (),
+             "DIR/<name>/1/model.onnx: the FP32 ONNX with a variable batch dim (checked at batch 2), or with "
+             "--triton-argmax a uint8 (N, H, W) mask output; build --triton writes 1/model.plan"),
 )
 
 _BY_KEY = {a.key: a for a in ARTIFACTS}

@@ -26,7 +26,7 @@ from .io_utils import sha256
 SHA_KEY = "source_checkpoint_sha256"
 NAME_KEY = "source_checkpoint"
 #: Suffixes of exported artifacts inside a folder (ONNX, TorchScript, TensorRT plans).
-ARTIFACT_SUFFIXES = (".onnx", ".ts") + ENGINE_SUFFIXES
+ARTIFACT_SUFFIXES = (".onnx", ".ts", ".xml", ".pt2") + ENGINE_SUFFIXES
 #: The INT8 calibration cache; its provenance is in ``calib.cache.json``.
 CALIB_CACHE_NAME = artifact("calib_cache").file
 
