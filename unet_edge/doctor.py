@@ -2,6 +2,8 @@
 (in the spirit of ``yolo checks`` and ``polygraphy inspect capability``)."""
 from __future__ import annotations
 
+import importlib.util
+
 from .formats import CPU_SCHEMES, CPU_TARGETS, artifact
 from .host import HostInfo, probe_host
 from .precision import choose_precision
@@ -54,8 +56,30 @@ def diagnose(host: HostInfo | None = None) -> dict:
     elif gpu and "CUDAExecutionProvider" in host.ort_providers:
         deploy = (f"{artifact('onnx_fp16').file} on ONNX Runtime CUDA", "a CUDA GPU without TensorRT")
     else:
-        deploy = (f"{cpu_file} (ONNX Runtime CPU, made for {host.int8_family})",
-                  "no usable GPU: the CPU INT8 file is the fastest artifact that keeps FP32's mIoU "
-                  "(the export's INT8 check verifies it on this host)")
+        deploy = _cpu_deploy(host, cpu_file)
     choices.append({"stage": "run / deploy", "choice": deploy[0], "why": deploy[1]})
     return {"host": host.to_dict(), "host_lines": lines, "choices": choices}
+
+
+#: CPU classes where OpenVINO + NNCF INT8 was measured against ONNX Runtime's CPU INT8 file on the
+#: same weights: class -> (speedup by p50, mIoU points over ONNX Runtime INT8, report).
+OPENVINO_MEASURED = {"x86-amx": (3.0, 0.5, "benchmarks/reports/openvino-x86-amx")}
+
+
+def _cpu_deploy(host: HostInfo, cpu_file: str) -> tuple[str, str]:
+    """The CPU INT8 engine to recommend on a host without a usable GPU, with the measurement behind it."""
+    ov_file = artifact("openvino_int8").file
+    onnx = (f"{cpu_file} (ONNX Runtime CPU, made for {host.int8_family})",
+            "no usable GPU: the CPU INT8 file keeps FP32's mIoU (the export's INT8 check verifies it on this host)")
+    if not host.is_x86:
+        return onnx[0], onnx[1] + "; OpenVINO is for x86 CPUs"
+    have = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
+    how = "export --openvino" if have else "pip install 'unet-edge[openvino]', then export --openvino"
+    if host.cpu_class in OPENVINO_MEASURED:
+        speed, points, report = OPENVINO_MEASURED[host.cpu_class]
+        return (f"{ov_file} (OpenVINO + NNCF INT8; {how})",
+                f"measured on {host.cpu_class}: {speed:g}x faster than ONNX Runtime's CPU INT8 file by p50 and "
+                f"+{points:g} mIoU points on the same weights ({report})")
+    return (onnx[0] + f", or {ov_file} ({how})",
+            onnx[1] + f"; OpenVINO + NNCF INT8 was {OPENVINO_MEASURED['x86-amx'][0]:g}x faster on x86-amx but is not "
+            f"measured on {host.cpu_class}: compare both with `unet-edge bench EXPORT_DIR`")
