@@ -38,6 +38,7 @@ from ..runtime.ort_backend import OrtBackend
 from ..runtime.pt2_backend import AotiBackend, ExportedProgramBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from ..transaction import StagedFolder
+from ..zoo import resolve_artifact
 from . import openvino as ov_export
 from .accuracy import MAX_CLASS_DROP, MAX_MIOU_DROP, check_int8
 from .fp16 import export_fp16
@@ -164,6 +165,7 @@ def export_all(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
         export.
     """
     opts.validate()
+    checkpoint = resolve_artifact(checkpoint)  # a reference model's name works too
     out = Path(out_dir)
     report: dict = {}
     with StagedFolder(out, marker=EXPORT_REPORT, owns=owned_by_export, log=log, what="export") as stage:
