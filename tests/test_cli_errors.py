@@ -106,6 +106,8 @@ BENCH = ["bench", "{tmp}/good.onnx", "--report", "{case}/rep", "--device", "cpu"
 CASES = [
     # counts and numbers
     ("eval-limit-0", EVAL + ["--limit", "0"], 2, "--limit"),
+    ("build-nothing-to-do", ["build", "{tmp}"], 2, "nothing to do"),
+    ("build-triton-without-out", ["build", "{tmp}", "--jetson", "{case}/bundle", "--triton", "{case}/repo"], 2, "--triton"),
     ("eval-limit-negative", EVAL + ["--limit", "-1"], 2, "--limit"),
     ("eval-limit-abc", EVAL + ["--limit", "abc"], 2, "--limit"),
     ("eval-batch-size-0", EVAL + ["--batch-size", "0"], 2, "--batch-size"),

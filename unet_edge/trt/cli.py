@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import typer
 
-from ..errors import ExportError
+from ..errors import ExportError, UsageError
 from ..formats import DEFAULT_BUILD_PRECISION, DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MIB, artifact
 from .builder import BuildOptions, build_engine, parse_shape
 
@@ -76,13 +76,26 @@ def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
         calib_images: int = typer.Option(DEFAULT_CALIB_IMAGES, min=1, help="Implicit INT8: number of calibration images."),
         calib_cache: Optional[Path] = typer.Option(None, help=f"Implicit INT8: calibration cache (default: {cache} beside the ONNX)."),
         jetson: Optional[Path] = typer.Option(None, help=f"Also write a Jetson bundle (ONNX + {script}) to this folder."),
+        triton: Optional[Path] = typer.Option(None, help="Also put the built engine into this Triton model repository: "
+                                              "DIR/<name>/config.pbtxt + 1/model.plan (needs --out; batching needs a dynamic "
+                                              "profile --min-shape 1x3xHxW --max-shape Nx3xHxW)."),
+        triton_name: Optional[str] = typer.Option(None, help="Triton model name (default unet_edge_trt_<precision>)."),
+        triton_max_batch: Optional[int] = typer.Option(None, min=0, help="Triton max_batch_size (default: the --max-shape batch, else 0)."),
+        triton_count: int = typer.Option(1, min=1, help="Triton model instances per GPU."),
         verbose: bool = typer.Option(False, help="Verbose TensorRT log."),
     ) -> None:
         """Build a TensorRT engine for this GPU, and/or a Jetson bundle to build one on the device."""
         if out is None and jetson is None:
-            raise ExportError("nothing to do: give --out ENGINE (build here) and/or --jetson DIR (bundle for a Jetson)")
+            raise UsageError("nothing to do: give --out ENGINE (build here) and/or --jetson DIR (bundle for a Jetson)")
+        if triton is not None and out is None:
+            raise UsageError("--triton puts the built engine into a Triton repository: give --out ENGINE too")
         options = make_options(precision, mode, workspace_mib, min_shape, opt_shape, max_shape, timing_cache,
                                opt_level, dla_core, gpu_fallback, version_compatible, calib_images, calib_cache, verbose)
+        max_batch = triton_max_batch if triton_max_batch is not None else (options.max_shape[0] if options.max_shape else 0)
+        if triton is not None:
+            from ..export.triton import check_options
+
+            check_options(triton_name, max_batch, "gpu", triton_count)
         if jetson is not None:
             export_dir = source if source.is_dir() else source.parent
             path = jetson_bundle(export_dir, jetson, options, default_precision=precision)
@@ -90,5 +103,11 @@ def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
         if out is not None:
             path = build_engine(source, out, options, calib_data=calib_data)
             typer.echo(f"engine: {path} (+ {path.name}.json)")
+            if triton is not None:
+                from ..export.triton import write_triton_repo
+
+                model = write_triton_repo(path, triton, name=triton_name, max_batch_size=max_batch, instance="gpu",
+                                          count=triton_count, log=typer.echo)
+                typer.echo(f"Triton model: {model}")
 
     app.command("build")(wrap(build) if wrap else build)
