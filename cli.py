@@ -309,7 +309,7 @@ def export(
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
         steps.append(export_step(jetson, out, precision, log=log))  # bundle (+ engine) recorded in the report
     if triton:
-        from unet_edge.export.triton import check_options, write_triton_repo
+        from unet_edge.triton import check_options, write_triton_repo
 
         check_options(triton_name, triton_max_batch, triton_instance, triton_count)
 

@@ -194,7 +194,7 @@ def _flat(text: str) -> str:
     return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
 
 
-@pytest.mark.parametrize("args,code,text", _params())
+@pytest.mark.parametrize("args,code,text", list(_params()))
 def test_exit_code_table(args, code, text, env, tmp_path):
     argv = [a.format(case=tmp_path, **env) for a in args]
     r = runner.invoke(app, argv)

@@ -1,4 +1,4 @@
-"""Triton model repository (unet_edge.export.triton): config.pbtxt against Triton's own schema,
+"""Triton model repository (unet_edge.triton): config.pbtxt against Triton's own schema,
 the batchable ONNX, the argmax mask, engines, refusals, the folder replaced whole."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from unet_edge.artifacts import read_meta
 from unet_edge.errors import ExportError, UsageError
-from unet_edge.export.triton import Enum, config_text, model_config, model_config_pb2, pbtxt, write_triton_repo
+from unet_edge.triton import Enum, config_text, model_config, model_config_pb2, pbtxt, write_triton_repo
 from unet_edge.metadata import ModelMeta
 from unet_edge.preprocess import preprocess_batch
 from unet_edge.provenance import SHA_KEY

@@ -93,7 +93,7 @@ def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
                                opt_level, dla_core, gpu_fallback, version_compatible, calib_images, calib_cache, verbose)
         max_batch = triton_max_batch if triton_max_batch is not None else (options.max_shape[0] if options.max_shape else 0)
         if triton is not None:
-            from ..export.triton import check_options
+            from ..triton import check_options
 
             check_options(triton_name, max_batch, "gpu", triton_count)
         if jetson is not None:
@@ -104,7 +104,7 @@ def register(app: typer.Typer, wrap: Optional[Callable] = None) -> None:
             path = build_engine(source, out, options, calib_data=calib_data)
             typer.echo(f"engine: {path} (+ {path.name}.json)")
             if triton is not None:
-                from ..export.triton import write_triton_repo
+                from ..triton import write_triton_repo
 
                 model = write_triton_repo(path, triton, name=triton_name, max_batch_size=max_batch, instance="gpu",
                                           count=triton_count, log=typer.echo)

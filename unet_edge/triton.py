@@ -43,14 +43,14 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from ..artifacts import artifact_kind, read_meta
-from ..errors import ArtifactError, ExportError, UsageError
-from ..formats import artifact
-from ..io_utils import ensure_folder
-from ..metadata import METADATA_KEY, ModelMeta, sidecar_path
-from ..preprocess import labels_from_logits
-from ..provenance import NAME_KEY, SHA_KEY
-from ..transaction import StagedFolder, lock_for
+from .artifacts import artifact_kind, read_meta
+from .errors import ArtifactError, ExportError, UsageError
+from .formats import artifact
+from .io_utils import ensure_folder
+from .metadata import METADATA_KEY, ModelMeta, sidecar_path
+from .preprocess import labels_from_logits
+from .provenance import NAME_KEY, SHA_KEY
+from .transaction import StagedFolder, lock_for
 
 CONFIG_NAME = "config.pbtxt"
 VERSION = "1"
