@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unet_edge.errors import ArtifactError, BackendUnavailableError, ExportError
+from unet_edge.errors import ArtifactError, BackendUnavailableError, ExportError, UsageError
 from unet_edge.metadata import ModelMeta
 from unet_edge.trt.builder import BuildOptions, check_onnx_precision, parse_shape, resolve_onnx
 from unet_edge.trt.sidecar import check_engine_compat, make_sidecar, read_sidecar, write_sidecar
@@ -563,7 +563,7 @@ def test_cli_register_adds_build(tmp_path):
                 "--timing-cache", "--opt-level", "--dla-core", "--version-compatible", "--calib-data", "--jetson"):
         assert opt in result.output
     result = CliRunner().invoke(app, ["build", str(tmp_path)])
-    assert isinstance(result.exception, ExportError)  # raised for the lead's handle_errors to map
+    assert isinstance(result.exception, UsageError)  # nothing to do: a usage mistake, mapped by handle_errors
 
 
 # --- (f) real TensorRT + GPU ------------------------------------------------------------------

@@ -52,10 +52,10 @@ from .preprocess import labels_from_logits
 from .provenance import NAME_KEY, SHA_KEY
 from .transaction import StagedFolder, lock_for
 
-CONFIG_NAME = "config.pbtxt"
+CONFIG_NAME = artifact("triton_config").file
 VERSION = "1"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "engine": "tensorrt_plan"}
-MODEL_FILES = {"onnx": "model.onnx", "engine": "model.plan"}
+MODEL_FILES = {"onnx": artifact("triton_model").file, "engine": "model.plan"}
 INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 #: Default ``dynamic_batching.max_queue_delay_microseconds``: how long Triton waits for more requests.
 DEFAULT_QUEUE_DELAY_US = 100
