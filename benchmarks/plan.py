@@ -271,7 +271,9 @@ def _find_checkpoint(files: list[Path], kinds: dict, metas: dict) -> tuple[str |
                if kinds[p] != "checkpoint" and m.extra.get("source_checkpoint")}
     if checkpoint is None:
         existing = [s for s in sorted(sources) if Path(s).is_file()]
-        if existing:
+        if existing and not _torch_available():
+            notes.append(f"PyTorch is not installed: no PyTorch rows (the recorded source checkpoint {existing[0]} needs it)")
+        elif existing:
             checkpoint = existing[0]
             notes.append(f"PyTorch rows use {checkpoint}, the source_checkpoint recorded in the exported metadata")
             metas[Path(checkpoint)] = read_meta(checkpoint)
@@ -280,6 +282,14 @@ def _find_checkpoint(files: list[Path], kinds: dict, metas: dict) -> tuple[str |
         notes.append(f"the exported artifacts record source checkpoint(s) {', '.join(sorted(sources))}, not "
                      f"{checkpoint}: argmax agreement shows whether the weights match")
     return checkpoint, notes
+
+
+def _torch_available() -> bool:
+    """Whether PyTorch can be imported here (a runtime-only install has no PyTorch rows)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def _pytorch_cpu_rows(src: _Inputs) -> list[RowSpec]:
@@ -324,7 +334,7 @@ def _pt2_rows(src: _Inputs) -> list[RowSpec]:
     for a CPU package, when this host cannot run it (:func:`unet_edge.pt2_archive.host_can_run_aoti`);
     one skipped AOTInductor row when no package is given."""
     rows = []
-    torch_missing = None if importlib.util.find_spec("torch") else "PyTorch not installed (a .pt2 runs in PyTorch)"
+    torch_missing = None if _torch_available() else "PyTorch not installed (a .pt2 runs in PyTorch)"
     for kind, backend in (("exported_program", "torch.export"), ("aoti", "aotinductor")):
         for p in src.of_kind(kind):
             meta = src.metas[p]

@@ -1,4 +1,4 @@
-"""The ONNX runtime path (`run`, `eval`, `doctor`) works where PyTorch cannot be imported.
+"""The ONNX runtime path (`run`, `eval`, `bench`, `doctor`) works where PyTorch cannot be imported.
 
 A Jetson or edge-box user installs only numpy, OpenCV and ONNX Runtime. The subprocesses here
 get a meta-path hook that makes every ``import torch`` fail, as it would without the package, so a
@@ -48,7 +48,7 @@ def test_the_block_really_blocks(tmp_path):
     assert r.returncode != 0 and "blocked by the test" in r.stderr
 
 
-def test_run_eval_and_doctor_on_onnx_without_torch(tiny_export, folder_dataset, tmp_path):
+def test_run_eval_bench_and_doctor_on_onnx_without_torch(tiny_export, folder_dataset, tmp_path):
     onnx_path = tiny_export / "model_fp32.onnx"
     video = tmp_path / "in.mp4"
     w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
@@ -66,6 +66,12 @@ def test_run_eval_and_doctor_on_onnx_without_torch(tiny_export, folder_dataset, 
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert 0.0 < m["miou"] <= 1.0 and m["backend"].startswith("onnxruntime")
+
+    r = _cli(tmp_path, "bench", str(onnx_path), "--report", str(tmp_path / "bench"), "--iters", "2", "--warmup", "1",
+             "--batch", "2", "--memory", "off", "--no-stream", "--no-plots", "--device", "cpu", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {(row["backend"], row["precision"]): row for row in json.loads(r.stdout)["rows"]}
+    assert rows[("onnxruntime", "fp32")]["status"] == "ok" and rows[("pytorch", "fp32")]["status"] == "skipped"
 
     r = _cli(tmp_path, "doctor", "--json")
     assert r.returncode == 0, r.stderr
