@@ -199,7 +199,8 @@ def synth(
 @handle_errors
 def eval_(
     artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX, OpenVINO IR (.xml), .pt2 (torch.export "
-                                              "or AOTInductor) or TensorRT engine."),
+                                              "or AOTInductor), TensorRT engine, or a shipped reference model's name "
+                                              "(camvid-edge)."),
     data: Path = typer.Option(..., help="Dataset folder."),
     split: str = typer.Option("val", help="train, val or test."),
     data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
@@ -337,7 +338,8 @@ def export(
 @handle_errors
 def run(
     artifact: Path = typer.Argument(..., help="Checkpoint, TorchScript, ONNX, OpenVINO IR (.xml), .pt2 (torch.export "
-                                              "or AOTInductor) or TensorRT engine."),
+                                              "or AOTInductor), TensorRT engine, or a shipped reference model's name "
+                                              "(camvid-edge)."),
     source: Optional[str] = typer.Option(None, help="Video file, image folder, or GStreamer pipeline (needs OpenCV built with GStreamer)."),
     camera: Optional[int] = typer.Option(None, help="Camera index (V4L2), e.g. 0."),
     out: Optional[Path] = typer.Option(None, help="Overlay video to write (.mp4 or .avi); valid even after Ctrl-C."),
