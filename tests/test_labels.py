@@ -181,9 +181,9 @@ def test_16bit_ids_refused_when_inferring_classes_and_in_carla_and_camvid(tmp_pa
 
 
 def test_check_classes_count_mismatch_names_both_lists():
-    info = DatasetInfo("camvid", "camvid", CAMVID_CLASSES, [[0, 0, 0]] * 11, root="/data/camvid")
+    info = DatasetInfo("camvid", "camvid", CAMVID_CLASSES, [[0, 0, 0]] * 11, root="datasets/camvid")
     with pytest.raises(DataError, match=r"class count mismatch: the model \(trained on trainset\) has 3 classes "
-                                        r"\[road, car, sky\], dataset /data/camvid \(camvid\) has 11 \[Sky, Building, "):
+                                        r"\[road, car, sky\], dataset datasets/camvid \(camvid\) has 11 \[Sky, Building, "):
         check_classes(_meta(["road", "car", "sky"]), info)
 
 
