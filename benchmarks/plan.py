@@ -284,6 +284,21 @@ def _find_checkpoint(files: list[Path], kinds: dict, metas: dict) -> tuple[str |
     return checkpoint, notes
 
 
+def _static_shape(r: RowSpec, shape: list, size) -> str | None:
+    """Apply a file's (N, C, H, W) input shape to row ``r`` (static batch, or a "dynamic batch" note);
+    return why the row cannot run at the benchmark ``size`` (a static H x W that differs), else None."""
+    if len(shape) != 4:
+        return None
+    b, h, w = shape[0], shape[2], shape[3]
+    if isinstance(b, int) and b > 0:
+        r.static_batch = b
+    else:
+        r.notes.append("dynamic batch")
+    if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 and (h, w) != tuple(size):
+        return f"static input {h}x{w}, benchmark input {size[0]}x{size[1]}"
+    return None
+
+
 def _torch_available() -> bool:
     """Whether PyTorch can be imported here (a runtime-only install has no PyTorch rows)."""
     try:
@@ -384,14 +399,7 @@ def _openvino_rows(src: _Inputs) -> list[RowSpec]:
         except ArtifactError as e:
             shape = []
             reason = reason or str(e)
-        if len(shape) == 4:
-            b, h, w = shape[0], shape[2], shape[3]
-            if isinstance(b, int) and b > 0:
-                r.static_batch = b
-            else:
-                r.notes.append("dynamic batch")
-            if isinstance(h, int) and isinstance(w, int) and (h, w) != tuple(src.size):
-                reason = reason or f"static input {h}x{w}, benchmark input {src.size[0]}x{src.size[1]}"
+        reason = reason or _static_shape(r, shape, src.size)
         weights = ir_weights_path(p)
         if weights.is_file():
             r.notes.append(f"size is the .xml; weights {weights.name} {weights.stat().st_size / 1e6:.1f} MB")
@@ -478,14 +486,9 @@ def _onnx_rows(onnx_files: list[Path], metas: dict, device: str, size: tuple[int
         except Exception as e:  # noqa: BLE001 - reported as a failed row at load time anyway
             shape = []
             r.notes.append(f"cannot read input shape ({type(e).__name__})")
-        if len(shape) == 4:
-            b, h, w = shape[0], shape[2], shape[3]
-            if isinstance(b, int) and b > 0:
-                r.static_batch = b
-            else:
-                r.notes.append("dynamic batch")
-            if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 and (h, w) != tuple(size):
-                r.status, r.reason = "skipped", f"static input {h}x{w}, benchmark input {size[0]}x{size[1]}"
+        mismatch = _static_shape(r, shape, size)
+        if mismatch:
+            r.status, r.reason = "skipped", mismatch
         if skip:
             r.status, r.reason = "skipped", skip
         rows.append(r)
