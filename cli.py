@@ -44,6 +44,14 @@ def _size(text: str, what: str) -> tuple[int, int]:
         raise typer.BadParameter(f"{what} must look like HxW, e.g. 360x480; got {text!r}")
 
 
+def _range(text: str, what: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split("-"))
+        return lo, hi
+    except ValueError:
+        raise typer.BadParameter(f"{what} must look like MIN-MAX, e.g. 0.5-2.0; got {text!r}")
+
+
 def _out_folder(path: Path, what: str) -> Path:
     """An output folder given by the user, created when missing (:func:`unet_edge.io_utils.ensure_folder`)."""
     from unet_edge.io_utils import ensure_folder
@@ -124,7 +132,8 @@ def train(
         "(Ultralytics' time). Times the first steps and a validation pass, then trains as many epochs as end inside "
         "it (at most --epochs) with the LR schedule built for that count; shortens and compresses the schedule if "
         "epochs get slower. Counts resumed sessions too."),
-    batch_size: int = typer.Option(8, min=1),
+    batch_size: int = typer.Option(8, min=1, help="Global batch: under torchrun each of the N processes takes "
+                                   "batch/N images per step (a multiple of N)."),
     crop: str = typer.Option("256x320", help="Training crop HxW (after random scaling)."),
     input_size: Optional[str] = typer.Option(None, help="Model input HxW; default: the dataset's image size."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
@@ -133,6 +142,14 @@ def train(
     warmup_epochs: float = typer.Option(1.0),
     class_weights: str = typer.Option("enet", help="enet (1/ln(1.02+p)) or none."),
     dice_weight: float = typer.Option(0.0, help="Weight of the soft Dice loss added to cross-entropy."),
+    scale: str = typer.Option("0.75-1.5", help="Random-scale range MIN-MAX before the crop (0.5-2.0 is the wide "
+                              "range of CGNet/DABNet/PIDNet recipes)."),
+    ema: float = typer.Option(0.0, help="Decay of an exponential moving average of the weights, validated and saved "
+                              "as best.pt (0: off; e.g. 0.995)."),
+    ohem: float = typer.Option(0.0, help="Online hard example mining: the share of labelled pixels with the highest "
+                               "loss that cross-entropy keeps (0: all; e.g. 0.25)."),
+    rare_crop: float = typer.Option(0.0, help="Probability that a crop is centred on a rare class (< 2% of the "
+                                    "training pixels: poles, signs, cyclists...); 0: uniform crops."),
     dropout: float = typer.Option(0.0),
     precision: str = typer.Option(
         "auto", help="auto, fp32, bf16 or fp16 (CUDA). auto: bf16 autocast where the CPU computes bf16 natively "
@@ -148,8 +165,13 @@ def train(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a run already in OUT (its best.pt, last.pt, "
                                   "log.csv, ... are deleted once the new run is set up). Without it, or --resume, "
                                   "a folder holding a run is refused."),
+    sync_bn: str = typer.Option("auto", "--sync-bn", help="Under torchrun: auto (SyncBatchNorm on CUDA ranks, per-rank "
+                                "BatchNorm on CPU ranks, where PyTorch has no SyncBatchNorm), on or off."),
 ):
-    """Train a U-Net; validation mIoU each epoch, best/last checkpoints with the model metadata."""
+    """Train a U-Net; validation mIoU each epoch, best/last checkpoints with the model metadata.
+
+    On several processes: torchrun --standalone --nproc_per_node N cli.py train ... (DDP: gloo on
+    CPU, NCCL on CUDA; rank 0 logs and writes the run folder)."""
     from unet_edge.train import TrainConfig, parse_time_budget, train as run_train
 
     cfg = TrainConfig(
@@ -158,10 +180,12 @@ def train(
         lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, class_weights=class_weights,
         dice_weight=dice_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
         val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
+        sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop,
     )
     summary = run_train(cfg, log=log)
-    log(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} of {summary['epochs']} "
-                  f"({summary['seconds'] / 60:.1f} min) -> {summary['best']}")
+    if summary["rank"] == 0:
+        log(f"best val mIoU {summary['best_miou']:.4f} at epoch {summary['best_epoch']} of {summary['epochs']} "
+            f"({summary['seconds'] / 60:.1f} min) -> {summary['best']}")
 
 
 def _print_json(obj) -> None:

@@ -216,6 +216,8 @@ def test_augmentation_is_reproducible_and_its_draws_independent():
     ("dice_weight", -0.5, "--dice-weight"), ("crop", (0, 64), "--crop"), ("input_size", (48,), "--input-size"),
     ("preset", "huge", "--preset"), ("schedule", "step", "--schedule"), ("class_weights", "median", "--class-weights"),
     ("device", "gpu", "--device"), ("device", "cuda:x", "--device"), ("time_budget_s", 0.0, "--time-budget"),
+    ("sync_bn", "yes", "--sync-bn"), ("scale", (2.0, 0.5), "--scale"), ("scale", (0.0, 1.0), "--scale"),
+    ("ema", 1.0, "--ema"), ("ema", 0.2, "--ema"), ("ohem", 1.0, "--ohem"), ("rare_crop", 1.5, "--rare-crop"),
 ])
 def test_bad_options_are_usage_errors(folder_dataset, option, value, flag):
     with pytest.raises(UsageError) as e:

@@ -23,6 +23,7 @@ data only (they load with ``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from .artifacts import load_checkpoint
 from .data.augment import reseed, train_transform
 from .data.layouts import DatasetInfo, SegDataset, load_dataset
+from .distributed import DistInfo, env_dist, init_from_env, rank_identity, rank_threads, shutdown, state_dict_sha256
 from .errors import ArtifactError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
 from .host import HostInfo, probe_host, resolve_threads
@@ -67,11 +69,16 @@ CALIB_STEPS = 3
 CALIB_VAL_IMAGES = 8
 SCHEDULES = ("cosine", "onecycle")
 CLASS_WEIGHTS = ("enet", "none")
+#: ``--sync-bn``: auto = SyncBatchNorm on CUDA ranks, per-rank BatchNorm on CPU ranks (see :func:`batch_norm_mode`).
+SYNC_BN = ("auto", "on", "off")
 #: the files a run writes into its folder; the first three mark a folder as holding a run.
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "curves.png", "summary.json")
 #: options that define what a run computes; a resumed run must keep them (see :func:`train`).
 RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr", "weight_decay", "schedule",
-                  "warmup_epochs", "class_weights", "dice_weight", "seed", "limit")
+                  "warmup_epochs", "class_weights", "dice_weight", "seed", "limit", "sync_bn", "scale", "ema",
+                  "ohem", "rare_crop")
+#: ``--rare-crop``: a class is rare when it holds less than this share of the labelled training pixels.
+RARE_CLASS_FREQ = 0.02
 
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
@@ -86,6 +93,13 @@ class TrainConfig:
     ``precision``: ``auto`` (see :func:`unet_edge.precision.choose_precision`), ``fp32``, ``bf16``
     or ``fp16`` (CUDA only). ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``threads``:
     torch CPU threads, 0 = the physical cores (:func:`unet_edge.host.resolve_threads`).
+    ``batch_size`` is the global batch: under torchrun each of the ``world_size`` ranks takes
+    ``batch_size / world_size`` images per step (a multiple is required). ``sync_bn``: see
+    :func:`batch_norm_mode`. Recipe: ``scale`` the random-scale range (min, max); ``ema`` the decay
+    of an exponential moving average of the weights that is validated and saved instead of the raw
+    weights (0 = off; e.g. 0.995); ``ohem`` the share of the hardest labelled pixels the
+    cross-entropy keeps (online hard example mining, 0 = all pixels); ``rare_crop`` the probability
+    that a crop is centred on a rare class (below :data:`RARE_CLASS_FREQ` of the pixels, 0 = off).
     ``time_budget_s``: wall-clock seconds for the whole training (setup, calibration, epochs;
     summed over resumed sessions), None for no budget; with a budget ``epochs`` is the upper bound
     (see :func:`train`). ``resume`` continues the run in ``out``; ``exist_ok`` lets a fresh run
@@ -122,6 +136,11 @@ class TrainConfig:
     exist_ok: bool = False
     progress: bool = True
     time_budget_s: float | None = None
+    sync_bn: str = "auto"
+    scale: tuple[float, float] = (0.75, 1.5)
+    ema: float = 0.0
+    ohem: float = 0.0
+    rare_crop: float = 0.0
     command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
 
     def __post_init__(self) -> None:
@@ -144,6 +163,7 @@ _CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("preset", lambda v: v in PRESETS, "one of " + ", ".join(sorted(PRESETS))),
     ("schedule", lambda v: v in SCHEDULES, "one of " + ", ".join(SCHEDULES)),
     ("class_weights", lambda v: v in CLASS_WEIGHTS, "one of " + ", ".join(CLASS_WEIGHTS)),
+    ("sync_bn", lambda v: v in SYNC_BN, "one of " + ", ".join(SYNC_BN)),
     ("device", lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
      "auto, cpu, cuda or cuda:N"),
     ("epochs", lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -157,6 +177,11 @@ _CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("dropout", lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("warmup_epochs", lambda v: _real(v) and v >= 0, "a number of epochs >= 0"),
     ("dice_weight", lambda v: _real(v) and v >= 0, "a number >= 0"),
+    ("scale", lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_real(x) for x in v) and 0 < v[0] <= v[1],
+     "two numbers 0 < min <= max (e.g. 0.5-2.0)"),
+    ("ema", lambda v: _real(v) and (v == 0 or 0.5 <= v < 1), "0 (off) or a decay in [0.5, 1)"),
+    ("ohem", lambda v: _real(v) and 0 <= v < 1, "a share in [0, 1) (0: every pixel)"),
+    ("rare_crop", lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]"),
     ("crop", _hw, "two positive integers (H, W)"),
     ("input_size", lambda v: v is None or _hw(v), "two positive integers (H, W)"),
     ("time_budget_s", lambda v: v is None or (_real(v) and v > 0), "a positive number of seconds"),
@@ -259,9 +284,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The 64-bit seed of epoch ``epoch`` of a run seeded ``seed``; depends on nothing else."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The 64-bit seed of epoch ``epoch`` of a run seeded ``seed`` on rank ``rank`` (0 for one
+    process); depends on nothing else."""
+    key = [seed, epoch] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
 
 
 def rng_state(cuda: bool = False) -> dict:
@@ -310,14 +337,29 @@ def enet_class_weights(masks: list[np.ndarray], num_classes: int, c: float = 1.0
     return (1.0 / np.log(c + p)).astype(np.float32)
 
 
+def rare_classes(masks: list[np.ndarray], num_classes: int, freq: float = RARE_CLASS_FREQ) -> tuple[int, ...]:
+    """The class ids (of ``num_classes``) present in ``masks`` but holding less than ``freq`` of their
+    labelled pixels (ids >= ``num_classes``, the ignore index, not counted)."""
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for m in masks:
+        counts += np.bincount(m.reshape(-1), minlength=256)[:num_classes]
+    p = counts / max(counts.sum(), 1)
+    return tuple(int(c) for c in np.flatnonzero((p > 0) & (p < freq)))
+
+
 class _AugmentedSplit(torch.utils.data.Dataset):
+    """The in-memory training pairs, augmented and normalized; ``seen`` lists the indices read
+    (the loader runs in this process: ``num_workers=0``), so a rank can say which images it trained on."""
+
     def __init__(self, items, transform, mean, std):
         self.items, self.transform, self.mean, self.std = items, transform, mean, std
+        self.seen: list[int] = []
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
+        self.seen.append(int(i))
         img, mask = self.items[i]
         out = self.transform(image=img, mask=mask)
         x = normalize(out["image"], self.mean, self.std)
@@ -339,14 +381,31 @@ class _Data:
     transform: object  # the albumentations Compose of data.augment.train_transform
     loader: torch.utils.data.DataLoader
     weight: torch.Tensor | None
+    sampler: torch.utils.data.DistributedSampler | None = None  # several ranks: this rank's shard
+    rare_classes: tuple[int, ...] = ()  # the classes ``--rare-crop`` centres crops on
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.loader)
 
 
-def _build_data(cfg: TrainConfig, device: str) -> _Data:
-    """Load the splits and build the loader; raises DataError for dataset problems."""
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """The images one rank takes per step when ``batch_size`` is the global batch.
+
+    Raises:
+        UsageError: ``batch_size`` not a multiple of ``world_size``.
+    """
+    if batch_size % world_size:
+        raise UsageError(f"--batch-size {batch_size} is the global batch; it must be a multiple of the {world_size} "
+                         f"processes (e.g. {max(1, batch_size // world_size) * world_size}), each taking an equal share")
+    return batch_size // world_size
+
+
+def _build_data(cfg: TrainConfig, device: str, dist: DistInfo) -> _Data:
+    """Load the splits and build the loader: one shuffling loader, or under torchrun a
+    ``DistributedSampler`` giving each rank its own ``1 / world_size`` of the images (the same
+    count on every rank, so every rank runs the same steps). Raises DataError for dataset
+    problems, UsageError for a batch or dataset the ranks cannot share."""
     train_ds = load_dataset(cfg.data, "train", cfg.data_format)
     val_ds = load_dataset(cfg.data, "val", cfg.data_format)
     info = train_ds.info
@@ -357,34 +416,50 @@ def _build_data(cfg: TrainConfig, device: str) -> _Data:
     weight = None
     if cfg.class_weights == "enet" and not info.binary:
         weight = torch.from_numpy(enet_class_weights([m for _, m in items], info.num_logits)).to(device)
-    transform = train_transform(crop, info.ignore_index, seed=cfg.seed)
+    rare = rare_classes([m for _, m in items], info.num_logits) if cfg.rare_crop > 0 else ()
+    transform = train_transform(crop, info.ignore_index, scale=tuple(cfg.scale), seed=cfg.seed, rare_classes=rare,
+                                rare_p=cfg.rare_crop)
+    split = _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD)
+    batch, sampler, shard = per_rank_batch(cfg.batch_size, dist.world_size), None, len(items)
+    if dist.world_size > 1:
+        if len(items) < dist.world_size:
+            raise UsageError(f"{len(items)} training image(s) cannot be shared by {dist.world_size} processes; "
+                             "use fewer processes or more images (--limit)")
+        sampler = torch.utils.data.DistributedSampler(split, num_replicas=dist.world_size, rank=dist.rank,
+                                                      shuffle=True, seed=cfg.seed, drop_last=True)
+        shard = len(items) // dist.world_size
     loader = torch.utils.data.DataLoader(
-        _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD),
-        batch_size=cfg.batch_size, shuffle=True, drop_last=len(items) > cfg.batch_size, num_workers=0,
+        split, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=shard > batch, num_workers=0,
         generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.startswith("cuda"),
     )
-    return _Data(info, items, val_ds, n_val, input_size, crop, transform, loader, weight)
+    return _Data(info, items, val_ds, n_val, input_size, crop, transform, loader, weight, sampler, rare)
 
 
-def seed_epoch(seed: int, epoch: int, data: _Data) -> None:
+def seed_epoch(seed: int, epoch: int, data: _Data, rank: int = 0) -> None:
     """Seed every stream epoch ``epoch`` draws from by :func:`epoch_seed` alone: torch (CPU and
-    CUDA: dropout), numpy, ``random``, the loader's shuffle and the augmentation. So the batches
-    and augmentations of an epoch do not depend on what ran before it, and a resumed run sees
-    exactly those of the uninterrupted run."""
-    s = epoch_seed(seed, epoch)
+    CUDA: dropout), numpy, ``random``, the loader's shuffle (under torchrun the
+    ``DistributedSampler``'s, from ``(seed, epoch)``, the same permutation on every rank) and the
+    augmentation (rank ``rank``'s own stream). So the batches and augmentations of an epoch do not
+    depend on what ran before it, and a resumed run sees exactly those of the uninterrupted run."""
+    s = epoch_seed(seed, epoch, rank)
     torch.manual_seed(s)
     np.random.seed(s % 2**32)
     random.seed(s)
     data.loader.generator.manual_seed(s)
+    if data.sampler is not None:
+        data.sampler.set_epoch(epoch)
     reseed(data.transform, s)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
-                      weight: torch.Tensor | None = None, dice_weight: float = 0.0) -> torch.Tensor:
+                      weight: torch.Tensor | None = None, dice_weight: float = 0.0, ohem: float = 0.0) -> torch.Tensor:
     """Loss on logits (N, K, H, W) float and target (N, H, W) int64 with ``ignore_index``.
 
-    K > 1: weighted cross-entropy; K == 1: binary cross-entropy on the non-ignored pixels. Plus
-    ``dice_weight`` times the soft Dice loss (Milletari et al., V-Net, 2016) over non-ignored pixels.
+    K > 1: weighted cross-entropy; K == 1: binary cross-entropy on the non-ignored pixels. With
+    ``ohem`` in (0, 1) the cross-entropy averages only the ``ohem`` share of labelled pixels with
+    the highest loss (online hard example mining, Shrivastava et al. 2016, as PSPNet/BiSeNet code
+    uses it for segmentation). Plus ``dice_weight`` times the soft Dice loss (Milletari et al.,
+    V-Net, 2016) over non-ignored pixels.
     """
     logits = logits.float()
     valid = target != ignore_index
@@ -394,7 +469,11 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
         probs = torch.sigmoid(logits[:, 0]).unsqueeze(1)
         onehot = t.unsqueeze(1)
     else:
-        loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
+        if ohem > 0:
+            pix = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")[valid]
+            loss = pix.topk(max(1, int(ohem * pix.numel()))).values.mean() if pix.numel() else logits.sum() * 0
+        else:
+            loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
         probs = logits.softmax(1)
         onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float()
     if dice_weight > 0:
@@ -434,7 +513,7 @@ def _make_scheduler(opt, cfg: TrainConfig, total_steps: int, steps_per_epoch: in
 
 
 def _train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, ignore_index: int,
-                weight, dice_weight: float) -> torch.Tensor:
+                weight, dice_weight: float, ohem: float = 0.0) -> torch.Tensor:
     """One optimizer step on a batch x float32 (N, 3, H, W), y int64 (N, H, W); returns the loss."""
     if device.startswith("cuda"):
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
@@ -443,7 +522,7 @@ def _train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, 
     y = y.to(device)
     with torch.autocast(device.split(":")[0], dtype=choice.dtype, enabled=choice.autocast):
         logits = model(x)
-    loss = segmentation_loss(logits, y, ignore_index, weight, dice_weight)
+    loss = segmentation_loss(logits, y, ignore_index, weight, dice_weight, ohem)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
@@ -499,6 +578,8 @@ class _Setup:
     arch: UNetConfig
     meta: ModelMeta
     log: Callable[[str], None]
+    dist: DistInfo = field(default_factory=DistInfo)
+    sync_bn: bool = False
 
     @property
     def cuda(self) -> bool:
@@ -539,6 +620,13 @@ class RunState:
     costs: dict | None = None  # {"train_s", "val_s"} of one epoch
     estimate: float | None = None
     elapsed_before: float = 0.0
+    net: torch.nn.Module | None = None  # what the steps run: ``model``, or DDP around it under torchrun
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # ``--ema``: the weights validated and saved
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model validation scores and ``best.pt`` holds: the EMA of the weights, or the weights."""
+        return self.model if self.ema is None else self.ema.module
 
     def elapsed(self) -> float:
         """Seconds of training so far, all sessions."""
@@ -557,13 +645,17 @@ class EpochResult:
     t0: float
     metrics: dict | None = None
     val_s: float | None = None
+    loss: float | None = None  # the mean loss over all ranks (None: the mean of ``losses``)
+    world_size: int = 1
+    images: list = field(default_factory=list)  # indices of the training images this rank read
 
     def row(self) -> dict:
         """The epoch's line of ``log.csv``."""
         m = self.metrics or {}
-        return {"epoch": self.epoch, "train_loss": float(np.mean(self.losses)), "lr": self.lr,
+        loss = float(np.mean(self.losses)) if self.loss is None else self.loss
+        return {"epoch": self.epoch, "train_loss": loss, "lr": self.lr,
                 "epoch_seconds": self.seconds, "val_miou": m.get("miou"), "val_pixel_accuracy": m.get("pixel_accuracy"),
-                "val_dice": m.get("dice")}
+                "val_dice": m.get("dice"), "world_size": self.world_size}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -612,15 +704,37 @@ def _clear_old_run(s: _Setup) -> None:
         s.log(f"--exist-ok: deleted the earlier run's {', '.join(gone)} in {s.out}")
 
 
-def _setup(cfg: TrainConfig, out: Path, log) -> _Setup:
-    threads = resolve_threads(cfg.threads)
+def batch_norm_mode(sync_bn: str, device: str, world_size: int) -> bool:
+    """Whether the ranks train with ``torch.nn.SyncBatchNorm`` (batch statistics over the global
+    batch) instead of BatchNorm on each rank's own images.
+
+    ``auto``: SyncBatchNorm on CUDA ranks, where per-GPU batches of 2-8 crops make per-rank
+    statistics noisy (the common segmentation practice, e.g. DeepLab and MMSegmentation);
+    per-rank BatchNorm on CPU ranks, because PyTorch's SyncBatchNorm computes on GPU tensors only.
+    Per-rank BatchNorm still ends with one model: the ranks' running statistics are averaged
+    after every epoch (:meth:`DistInfo.average_buffers`). One process: always False.
+
+    Raises:
+        UsageError: ``on`` for CPU ranks.
+    """
+    if world_size <= 1 or sync_bn == "off":
+        return False
+    cuda = device.startswith("cuda")
+    if sync_bn == "on" and not cuda:
+        raise UsageError("--sync-bn on: PyTorch's SyncBatchNorm runs on CUDA tensors only; CPU ranks train with "
+                         "per-rank BatchNorm statistics (--sync-bn auto or off)")
+    return cuda
+
+
+def _setup(cfg: TrainConfig, out: Path, log, dist: DistInfo, device: str) -> _Setup:
+    threads = cfg.threads if cfg.threads > 0 else rank_threads(resolve_threads(0), dist)
     torch.set_num_threads(threads)
-    device = resolve_device(cfg.device)
     host = probe_host()
     choice = choose_precision(device, cfg.precision, host=host)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    data = _build_data(cfg, device)
+    sync_bn = batch_norm_mode(cfg.sync_bn, device, dist.world_size)
+    data = _build_data(cfg, device, dist)
     info = data.info
     arch = config_from_preset(cfg.preset, info.num_logits, cfg.dropout)
     meta = ModelMeta(
@@ -630,18 +744,36 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Setup:
                  "mask_kind": info.mask_kind},
         train_command=cfg.command,
         extra={"train_config": _plain({k: v for k, v in asdict(cfg).items() if k != "command"}),
-               "train_precision": choice.to_dict(), "train_host": host.to_dict(), "train_threads": threads},
+               "train_precision": choice.to_dict(), "train_host": host.to_dict(), "train_threads": threads,
+               "distributed": {"world_size": dist.world_size, "backend": dist.backend, "global_batch": cfg.batch_size,
+                               "per_rank_batch": data.loader.batch_size,
+                               "batch_norm": "sync" if sync_bn else ("per-rank" if dist.world_size > 1 else "local")}},
     )
-    return _Setup(cfg, out, device, threads, host, choice, data, arch, meta, log)
+    return _Setup(cfg, out, device, threads, host, choice, data, arch, meta, log, dist, sync_bn)
 
 
 def _new_state(s: _Setup, t_start: float) -> RunState:
     """A fresh model (initialised from ``cfg.seed`` alone), optimizer and scaler."""
     seed_everything(s.cfg.seed)
-    model = UNet(s.arch).to(s.device, memory_format=torch.channels_last) if s.cuda else UNet(s.arch).to(s.device)
+    model = UNet(s.arch)
+    if s.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(s.device, memory_format=torch.channels_last) if s.cuda else model.to(s.device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.cfg.lr, weight_decay=s.cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=s.choice.precision == "fp16" and s.cuda)
-    return RunState(model, opt, scaler, t_start)
+    net = model
+    if s.dist.enabled:
+        # DDP broadcasts rank 0's parameters and buffers now and averages the gradients in backward;
+        # BatchNorm running statistics stay per rank during an epoch and are averaged after it
+        # (train_one_epoch), so they describe every rank's images, not rank 0's alone.
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(s.device)] if s.cuda else None,
+                                                        forward_sync_buffers=False)
+    ema = None
+    if s.cfg.ema:
+        # parameters and BatchNorm statistics averaged alike (use_buffers), as timm's ModelEmaV2 does
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.cfg.ema), use_buffers=True)
+    return RunState(model, opt, scaler, t_start, net=net, ema=ema)
 
 
 def _fmt(v) -> str:
@@ -669,6 +801,10 @@ def _check_resume(s: _Setup, ck: dict) -> None:
     old_data, new_data = (meta.get("dataset") or {}).get("path"), str(Path(cfg.data).resolve())
     if old_data and old_data != new_data:
         changed.append(f"--data {old_data} (now {new_data})")
+    old_world = int(((meta.get("extra") or {}).get("distributed") or {}).get("world_size", 1))
+    if old_world != s.dist.world_size:
+        changed.append(f"processes (world size) {old_world} (now {s.dist.world_size}; each rank's share of the "
+                       "data and batch would change)")
     if changed:
         raise UsageError(f"--resume: {s.last_path} was trained with other values of options that define the run: "
                          f"{', '.join(changed)}; resume with the run's values, or start a new run in another --out "
@@ -696,7 +832,7 @@ def _resumed_best(s: _Setup, ck: dict) -> dict:
 
 def _restore(s: _Setup, st: RunState, ck: dict) -> None:
     """Continue the run of ``ck`` (``last.pt``): weights, optimizer, schedule (and its plan), scaler,
-    best, history, random streams, elapsed time; with a budget re-plans the remaining epochs.
+    best, history, random streams, elapsed time (a budget's re-plan follows: :func:`_replan_resumed`).
 
     Raises:
         UsageError, ArtifactError: see :func:`_check_resume`; ArtifactError: ``ck`` is incomplete.
@@ -714,6 +850,8 @@ def _restore(s: _Setup, st: RunState, ck: dict) -> None:
         st.sched.load_state_dict(ck["scheduler"])
         if ck.get("scaler"):
             st.scaler.load_state_dict(ck["scaler"])
+        if st.ema is not None:
+            st.ema.load_state_dict(ck["ema"])
         st.best, st.history = _resumed_best(s, ck), list(ck["history"])
         if ck.get("rng"):
             set_rng_state(ck["rng"])
@@ -727,8 +865,6 @@ def _restore(s: _Setup, st: RunState, ck: dict) -> None:
     st.warp.fit(st.step, st.sched.last_epoch, st.epochs * spe)
     s.log(f"resumed from {s.last_path} at epoch {ck['epoch']} (best mIoU {st.best['miou']:.4f}, "
           f"{st.elapsed_before:.0f} s of training so far)")
-    if s.budget and st.epoch <= st.epochs:
-        _replan_resumed(s, st, ck)
 
 
 def _measure_costs(s: _Setup, st: RunState) -> dict:
@@ -759,7 +895,7 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
                 t = _clock()
             x, y = next(it)
             _train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
-                        cfg.dice_weight).item()
+                        cfg.dice_weight, cfg.ohem).item()
         step_s = (_clock() - t) / CALIB_STEPS
         n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
         _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
@@ -772,6 +908,19 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
         d.loader.generator.set_state(loader_state)
         del probe, opt
     return {"step_s": step_s, "train_s": step_s * len(d.loader), "val_s": val_s}
+
+
+def _sync_plan(s: _Setup, st: RunState) -> None:
+    """Under torchrun: every rank takes rank 0's plan (epochs, schedule warp, costs). Rank 0's clock
+    decides for all, because the ranks must run the same number of steps."""
+    if not s.dist.enabled:
+        return
+    plan = s.dist.broadcast({"epochs": st.epochs, "epochs_planned": st.epochs_planned, "costs": st.costs,
+                             "estimate": st.estimate, "warp": None if st.warp is None else asdict(st.warp)})
+    st.epochs, st.epochs_planned, st.costs, st.estimate = (plan["epochs"], plan["epochs_planned"], plan["costs"],
+                                                           plan["estimate"])
+    if plan["warp"] is not None:
+        st.warp = ScheduleWarp(**plan["warp"])
 
 
 def _plan_fresh(s: _Setup, st: RunState) -> None:
@@ -790,6 +939,7 @@ def _plan_fresh(s: _Setup, st: RunState) -> None:
     elif budget:
         s.log(f"time budget {format_duration(budget)}: 1 epoch, the --epochs bound (nothing to plan)")
     st.epochs_planned = st.epochs
+    _sync_plan(s, st)
     st.sched = _make_scheduler(st.opt, cfg, st.epochs * spe, spe)
     st.warp = ScheduleWarp(st.epochs * spe)
 
@@ -865,13 +1015,16 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     """Epoch ``st.epoch``: its random streams seeded by :func:`seed_epoch`, one optimizer step per
     batch with the (possibly warped) LR schedule. Advances ``st.step``; ``st.epoch`` is left as is."""
     d = s.data
-    seed_epoch(s.cfg.seed, st.epoch, d)
+    seed_epoch(s.cfg.seed, st.epoch, d, s.dist.rank)
     st.model.train()
+    d.loader.dataset.seen.clear()
     task = prog.add_task(f"epoch {st.epoch}", total=d.steps_per_epoch, status="")
     losses, t0 = [], _clock()
     for x, y in d.loader:
-        loss = _train_step(st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
-                           s.cfg.dice_weight)
+        loss = _train_step(st.net or st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
+                           s.cfg.dice_weight, s.cfg.ohem)
+        if st.ema is not None:
+            st.ema.update_parameters(st.model)
         st.step += 1
         if not st.warp.identity:
             st.sched.last_epoch = st.warp(st.step) - 1  # step() adds the 1
@@ -879,13 +1032,16 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
         losses.append(loss.item())
         prog.update(task, advance=1, status=f"loss {np.mean(losses[-20:]):.3f}")
     prog.remove_task(task)
-    return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0)
+    s.dist.average_buffers(st.model)
+    return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0,
+                       loss=s.dist.mean(float(np.mean(losses))) if s.dist.enabled else None,
+                       world_size=s.dist.world_size, images=list(d.loader.dataset.seen))
 
 
 def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
     """Score the model on the validation split into ``res.metrics`` (plain floats) and ``res.val_s``."""
     t = _clock()
-    res.metrics = _plain(_validate(st.model, s.meta, s.data.val_ds, s.device, s.choice, s.cfg.limit))
+    res.metrics = _plain(_validate(st.eval_model, s.meta, s.data.val_ds, s.device, s.choice, s.cfg.limit))
     res.val_s = _clock() - t
 
 
@@ -896,7 +1052,7 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
     m = res.metrics
     if m is not None and m["miou"] > st.best["miou"]:
         st.best = {"miou": m["miou"], "epoch": res.epoch, "metrics": m}
-        _save(s.best_path, {"model": st.model.state_dict(), "epoch": res.epoch,
+        _save(s.best_path, {"model": st.eval_model.state_dict(), "epoch": res.epoch,
                             "meta": s.meta.with_(extra={"val_metrics": m, "epoch": res.epoch}).to_dict()})
     st.history.append(res.row())
     st.costs = {"train_s": _clock() - res.t0 - (res.val_s or 0.0),
@@ -904,7 +1060,8 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
     _save(s.last_path, {
         "model": st.model.state_dict(), "meta": s.meta.to_dict(), "epoch": res.epoch, "best": st.best,
         "history": st.history, "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
-        "scaler": st.scaler.state_dict(), "rng": rng_state(s.cuda), "elapsed_s": st.elapsed(), "costs": dict(st.costs),
+        "scaler": st.scaler.state_dict(), "ema": None if st.ema is None else st.ema.state_dict(),
+        "rng": rng_state(s.cuda), "elapsed_s": st.elapsed(), "costs": dict(st.costs),
         "plan": {"epochs": st.epochs, "schedule_steps": st.warp.total, "epochs_planned": st.epochs_planned,
                  "time_budget_s": s.budget},
     })
@@ -912,13 +1069,23 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
     _plot_curves(st.history, s.out / "curves.png")
 
 
-def _run_epochs(s: _Setup, st: RunState) -> None:
-    cfg = s.cfg
+def _run_epochs(s: _Setup, st: RunState) -> list[EpochResult]:
+    """Train epochs ``st.epoch..st.epochs`` (the plan may change on the way); returns their results.
+
+    Under torchrun every rank trains; rank 0 alone validates, writes the checkpoints and the log,
+    and re-plans a time budget (the others take its plan, :func:`_sync_plan`)."""
+    cfg, main, results = s.cfg, s.dist.is_main, []
     with make_progress() as prog:
-        prog.disable = not cfg.progress
+        prog.disable = not cfg.progress or not main
         ep_task = prog.add_task("epochs", total=st.epochs, completed=st.epoch - 1, status="")
         while st.epoch <= st.epochs:
             res = train_one_epoch(s, st, prog)
+            results.append(res)
+            if not main:
+                if s.budget and st.epoch < st.epochs:
+                    _sync_plan(s, st)
+                st.epoch += 1
+                continue
             if st.epoch % cfg.val_every == 0 or st.epoch == st.epochs:
                 validate(s, st, res)
             _save_checkpoints(s, st, res)
@@ -928,9 +1095,12 @@ def _run_epochs(s: _Setup, st: RunState) -> None:
             if not cfg.progress or not prog.console.is_terminal:
                 s.log(f"epoch {st.epoch}/{st.epochs} loss {row['train_loss']:.4f} val mIoU {row['val_miou']} "
                       f"({row['epoch_seconds']}s)")
-            if s.budget and st.epoch < st.epochs and _replan_after_epoch(s, st, res):
+            if s.budget and st.epoch < st.epochs:
+                _replan_after_epoch(s, st, res)
+                _sync_plan(s, st)
                 prog.update(ep_task, total=st.epochs)
             st.epoch += 1
+    return results
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
@@ -968,8 +1138,21 @@ def train(cfg: TrainConfig, log=print) -> dict:
     forecasts with the last epoch's stored costs (timed afresh for checkpoints without them) and
     shortens when needed.
 
+    Several processes (``torchrun --nproc_per_node N cli.py train ...``, :mod:`unet_edge.distributed`):
+    the model is wrapped in ``DistributedDataParallel`` (gloo on CPU, NCCL with one GPU per process
+    on CUDA); ``cfg.batch_size`` is the global batch, split evenly; a ``DistributedSampler`` gives
+    each rank its own shard of the training images every epoch; BatchNorm per :func:`batch_norm_mode`,
+    running statistics averaged over the ranks after each epoch. Rank 0 alone holds the lock,
+    validates, logs, writes every file and decides the time-budget plan (broadcast to the others);
+    errors in the setup stop every rank (:meth:`DistInfo.agree`). ``meta.extra["distributed"]``,
+    ``log.csv``'s ``world_size`` and ``summary.json`` record the group; a run resumes only with
+    the world size it was trained with.
+
     Returns:
-        summary dict (also ``summary.json``): ``best_miou``, ``best_epoch``, ``epochs`` (epochs
+        summary dict (also ``summary.json``; rank 0's): ``rank``, ``distributed`` (world size,
+        backend, global and per-rank batch, BatchNorm mode, and per rank: pid, host, device,
+        threads, images read, the first epoch's image indices, SHA-256 of its final weights),
+        ``best_miou``, ``best_epoch``, ``epochs`` (epochs
         run, the final plan), ``epochs_max`` (``cfg.epochs``), ``epochs_planned`` (the first plan),
         ``time_budget_s``, ``epoch_estimate_s`` (the seconds per epoch the plan started from, None
         when nothing was planned), ``seconds`` (this call), ``elapsed_s`` (all sessions),
@@ -977,7 +1160,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         ``device``, ``host``, ``best``/``last`` checkpoint paths.
 
     Raises:
-        UsageError: an option out of range (:func:`check_config`), ``out`` not a usable folder,
+        UsageError: an option out of range (:func:`check_config`), a global batch the ranks
+        cannot share, a bad torchrun environment, ``out`` not a usable folder,
         ``out`` holding a run without ``resume``/``exist_ok``, ``out`` locked by another process,
         options changed on resume, unknown precision. DataError: dataset problems. ArtifactError:
         ``resume`` with a missing/incompatible ``last.pt``. BackendUnavailableError: fp16 on CPU,
@@ -985,27 +1169,56 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """
     t_start = _clock()
     check_config(cfg)
-    out = _run_folder(cfg)
-    with FolderLock(out, "training run", log):
-        _check_run_folder(out, cfg, log)
-        s = _setup(cfg, out, log)
+    dist = env_dist()
+    if dist.world_size > 1:
+        per_rank_batch(cfg.batch_size, dist.world_size)  # before joining: every rank fails alike, at once
+    dist, device = init_from_env(resolve_device(cfg.device))
+    try:
+        return _train_group(cfg, t_start, dist, device, log if dist.is_main else (lambda *a, **k: None))
+    finally:
+        shutdown(dist)
+
+
+def _train_group(cfg: TrainConfig, t_start: float, dist: DistInfo, device: str, log) -> dict:
+    """:func:`train` for this rank of the group (a group of one without torchrun). Rank 0 holds the
+    folder lock and writes every file; steps that can fail on a user's input run under
+    :meth:`DistInfo.agree`, so an error stops every rank."""
+    out = dist.agree(lambda: _run_folder(cfg) if dist.is_main else Path(cfg.out))
+    with FolderLock(out, "training run", log) if dist.is_main else contextlib.nullcontext():
+        dist.agree(lambda: _check_run_folder(out, cfg, log) if dist.is_main else None)
+        s = dist.agree(lambda: _setup(cfg, out, log, dist, device))
         st = _new_state(s, t_start)
         if cfg.resume:
-            _restore(s, st, load_checkpoint(s.last_path))
+            ck = dist.agree(lambda: load_checkpoint(s.last_path))
+            dist.agree(lambda: _restore(s, st, ck))
+            if s.budget and st.epoch <= st.epochs:
+                _replan_resumed(s, st, ck)
+                _sync_plan(s, st)
         else:
-            _clear_old_run(s)
+            if dist.is_main:
+                _clear_old_run(s)
             _plan_fresh(s, st)
+        group = (f", {dist.world_size} processes ({dist.backend}, global batch {cfg.batch_size} = "
+                 f"{dist.world_size} x {s.data.loader.batch_size}, {s.meta.extra['distributed']['batch_norm']} "
+                 "BatchNorm)") if dist.enabled else ""
         s.log(f"training {cfg.preset} U-Net ({count_parameters(st.model) / 1e6:.2f} M params) on {s.data.info.name} "
               f"[{len(s.data.train_items)} train / {s.data.n_val} val], input {s.meta.input_size[0]}x"
-              f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}, {s.device}, {s.threads} threads, "
-              f"{precision_label(s.choice, s.device)} ({s.choice.reason})")
-        _run_epochs(s, st)
+              f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}, {s.device}, {s.threads} threads"
+              f"{' per process' if dist.enabled else ''}, {precision_label(s.choice, s.device)} ({s.choice.reason})"
+              + group)
+        results = _run_epochs(s, st)
+        ranks = dist.gather({**rank_identity(dist), "device": s.device, "threads": s.threads,
+                             "images_seen": sum(len(r.images) for r in results),
+                             "first_epoch_images": sorted(results[0].images) if results else [],
+                             "weights_sha256": state_dict_sha256(st.model.state_dict())})
         summary = {"best_miou": st.best["miou"], "best_epoch": st.best["epoch"], "epochs": st.epochs,
                    "epochs_max": cfg.epochs, "epochs_planned": st.epochs_planned, "time_budget_s": s.budget,
                    "epoch_estimate_s": st.estimate, "seconds": round(_clock() - t_start, 1),
                    "elapsed_s": round(st.elapsed(), 1), "precision": s.choice.to_dict(), "threads": s.threads,
-                   "device": s.device, "host": s.host.to_dict(), "best": str(s.best_path), "last": str(s.last_path)}
-        write_json_atomic(out / "summary.json", summary)
+                   "device": s.device, "host": s.host.to_dict(), "best": str(s.best_path), "last": str(s.last_path),
+                   "distributed": {**s.meta.extra["distributed"], "ranks": ranks}, "rank": dist.rank}
+        if dist.is_main:
+            write_json_atomic(out / "summary.json", summary)
     return summary
 
 

@@ -14,16 +14,26 @@ import numpy as np
 
 
 def train_transform(crop_hw: tuple[int, int], ignore_index: int, scale: tuple[float, float] = (0.75, 1.5),
-                    seed: int = 0) -> A.Compose:
-    """Random scale in ``scale`` -> pad to the crop (image 0, mask ``ignore_index``) -> random crop
+                    seed: int = 0, rare_classes: tuple[int, ...] = (), rare_p: float = 0.0) -> A.Compose:
+    """Random scale in ``scale`` -> pad to the crop (image 0, mask ``ignore_index``) -> crop
     ``crop_hw`` (H, W) -> horizontal flip -> colour jitter. Input/output: RGB uint8 (H, W, 3) and
-    mask uint8 (H, W). The random draws follow ``seed`` (see :func:`reseed`)."""
+    mask uint8 (H, W). The random draws follow ``seed`` (see :func:`reseed`).
+
+    The crop is uniform, or with probability ``rare_p`` one around a pixel of ``rare_classes``
+    (albumentations' ``CropNonEmptyMaskIfExists``, every other label ignored; uniform when the
+    image has none), so thin and rare classes (poles, signs, cyclists) reach the loss more often.
+    """
     h, w = crop_hw
+    crop = A.RandomCrop(height=h, width=w)
+    if rare_classes and rare_p > 0:
+        common = [v for v in range(256) if v not in set(rare_classes)]
+        crop = A.OneOf([A.RandomCrop(height=h, width=w, p=1.0 - rare_p),
+                        A.CropNonEmptyMaskIfExists(height=h, width=w, ignore_values=common, p=rare_p)], p=1.0)
     t = A.Compose([
         A.RandomScale(scale_limit=(scale[0] - 1.0, scale[1] - 1.0), interpolation=cv2.INTER_LINEAR,
                       mask_interpolation=cv2.INTER_NEAREST, p=1.0),
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
-        A.RandomCrop(height=h, width=w),
+        crop,
         A.HorizontalFlip(p=0.5),
         A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, p=0.8),
     ])
