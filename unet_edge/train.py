@@ -512,9 +512,11 @@ def _make_scheduler(opt, cfg: TrainConfig, total_steps: int, steps_per_epoch: in
     raise UsageError(f"unknown --schedule {cfg.schedule!r}; use cosine or onecycle")
 
 
-def _train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, ignore_index: int,
-                weight, dice_weight: float, ohem: float = 0.0) -> torch.Tensor:
-    """One optimizer step on a batch x float32 (N, 3, H, W), y int64 (N, H, W); returns the loss."""
+def train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, ignore_index: int,
+               weight, dice_weight: float, ohem: float = 0.0) -> torch.Tensor:
+    """One optimizer step on a batch x float32 (N, 3, H, W), y int64 (N, H, W): autocast forward in
+    ``choice``'s precision, :func:`segmentation_loss`, backward (through ``scaler``), ``opt.step``.
+    Returns the loss (0-dim float32 tensor)."""
     if device.startswith("cuda"):
         x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
     else:
@@ -894,8 +896,8 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
             if i == 1:
                 t = _clock()
             x, y = next(it)
-            _train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
-                        cfg.dice_weight, cfg.ohem).item()
+            train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
+                       cfg.dice_weight, cfg.ohem).item()
         step_s = (_clock() - t) / CALIB_STEPS
         n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
         _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
@@ -1021,8 +1023,8 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     task = prog.add_task(f"epoch {st.epoch}", total=d.steps_per_epoch, status="")
     losses, t0 = [], _clock()
     for x, y in d.loader:
-        loss = _train_step(st.net or st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
-                           s.cfg.dice_weight, s.cfg.ohem)
+        loss = train_step(st.net or st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index,
+                          d.weight, s.cfg.dice_weight, s.cfg.ohem)
         if st.ema is not None:
             st.ema.update_parameters(st.model)
         st.step += 1

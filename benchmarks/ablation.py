@@ -1,0 +1,95 @@
+"""An ablation table from training runs: one row per run folder (same budget and seed, one recipe
+option changed), with the recipe options that differ from the first run, epochs, minutes, val
+mIoU and per-class IoU of ``best.pt``, and the change against the first run (the baseline).
+
+    python -m benchmarks.ablation runs/ablate/baseline runs/ablate/ema099 ... \\
+        --out benchmarks/reports/ablation-x86-amx-8m --title "CamVid, --time-budget 8m"
+
+Reads only ``summary.json`` and ``best.pt`` (weights-only load) of each folder.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unet_edge.artifacts import load_checkpoint
+from unet_edge.errors import ArtifactError
+from unet_edge.io_utils import write_json_atomic, write_text_atomic
+
+#: train_config keys that never define a recipe difference (paths, bookkeeping).
+_NOT_RECIPE = {"data", "out", "resume", "exist_ok", "progress", "threads", "device", "data_format"}
+
+
+def read_run(folder: str | Path) -> dict:
+    """One run: ``name`` (the folder name), ``config`` (its train_config), ``epochs``, ``minutes``,
+    ``miou``, ``per_class`` {class: IoU}, ``host`` (CPU class), ``precision``.
+
+    Raises:
+        ArtifactError: the folder lacks ``best.pt`` or ``summary.json`` (an unfinished run).
+    """
+    import json
+
+    folder = Path(folder)
+    if not (folder / "summary.json").is_file() or not (folder / "best.pt").is_file():
+        raise ArtifactError(f"{folder}: no summary.json/best.pt; is the run finished?")
+    summary = json.loads((folder / "summary.json").read_text())
+    meta = load_checkpoint(folder / "best.pt")["meta"]
+    m = meta["extra"]["val_metrics"]
+    return {"name": folder.name, "config": meta["extra"]["train_config"], "epochs": summary["epochs"],
+            "best_epoch": summary["best_epoch"], "minutes": round(summary["elapsed_s"] / 60, 1),
+            "miou": m["miou"], "per_class": {c: float(_class_iou(m["per_class_iou"], meta["class_names"], i))
+                                        for i, c in enumerate(meta["class_names"])},
+            "host": summary["host"].get("cpu_class"), "precision": summary["precision"].get("precision")}
+
+
+def _class_iou(per_class, names: list[str], i: int) -> float:
+    """IoU of class ``i`` from ``per_class``: a {name: IoU} dict (the trainer's) or a list by class id."""
+    v = per_class.get(names[i]) if isinstance(per_class, dict) else per_class[i]
+    return float("nan") if v is None else float(v)
+
+
+def _diff(cfg: dict, base: dict) -> str:
+    keys = sorted(k for k in set(cfg) | set(base) if k not in _NOT_RECIPE and cfg.get(k) != base.get(k))
+    return ", ".join(f"{k}={cfg.get(k)}" for k in keys) or "(baseline)"
+
+
+def table(runs: list[dict]) -> tuple[list[dict], str]:
+    """Rows (dicts) and a Markdown table; the first run is the baseline of the deltas (points)."""
+    base = runs[0]
+    classes = list(base["per_class"])
+    rows, lines = [], []
+    head = ["run", "changed", "epochs", "min", "val mIoU", "vs base"] + classes
+    lines += ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
+    for r in runs:
+        delta = 100 * (r["miou"] - base["miou"])
+        row = {"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
+               "minutes": r["minutes"], "miou": round(r["miou"], 4), "delta_points": round(delta, 2),
+               "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()}}
+        rows.append(row)
+        cells = [r["name"], row["changed"], str(r["epochs"]), f"{r['minutes']}", f"{r['miou']:.4f}",
+                 "" if r is base else f"{delta:+.2f}"] + [f"{r['per_class'][c]:.2f}" for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return rows, "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run folders; the first is the baseline")
+    p.add_argument("--out", required=True)
+    p.add_argument("--title", default="Ablation")
+    p.add_argument("--notes", default="", help="text (Markdown) placed under the table")
+    a = p.parse_args(argv)
+    runs = [read_run(f) for f in a.runs]
+    rows, md = table(runs)
+    hosts = sorted({r["host"] for r in runs})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "ablation.json", {"title": a.title, "hosts": hosts, "rows": rows})
+    text = f"# {a.title}\n\nHost class: {', '.join(hosts)}; val mIoU and per-class IoU of each run's best.pt " \
+           f"(CamVid val, 101 images); `vs base` in points.\n\n{md}\n" + (f"\n{a.notes}\n" if a.notes else "")
+    write_text_atomic(out / "ablation.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The training-throughput benchmark: real steps of the trainer's own step function, per variant."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.train_throughput import run
+
+
+def test_throughput_report_times_each_variant_and_writes_files(tmp_path):
+    n = torch.get_num_threads()
+    try:
+        r = run("tiny", batch_size=2, crop=(32, 48), num_classes=3, steps=2, rounds=1,
+                variants=("eager", "channels_last"), threads=1, out=tmp_path)
+    finally:
+        torch.set_num_threads(n)
+    rows = {row["variant"]: row for row in r["rows"]}
+    assert set(rows) == {"eager", "channels_last"} and rows["eager"]["speedup"] == 1.0
+    for row in rows.values():
+        assert row["step_ms"] > 0 and row["images_per_s"] == pytest.approx(2 / (row["step_ms"] / 1e3), rel=0.01)
+    assert json.loads((tmp_path / "train_throughput.json").read_text())["rows"] == r["rows"]
+    assert "| channels_last |" in (tmp_path / "train_throughput.md").read_text()
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown variant"):
+        run("tiny", variants=("eager", "xla"))
+
+
+def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_path):
+    import shutil
+
+    from benchmarks.ablation import read_run, table
+    from unet_edge.errors import ArtifactError
+
+    base, other = tmp_path / "baseline", tmp_path / "ema"
+    shutil.copytree(tiny_run["out"], base)
+    shutil.copytree(tiny_run["out"], other)
+    ck = torch.load(other / "best.pt", weights_only=True)
+    ck["meta"]["extra"]["train_config"]["ema"] = 0.99
+    ck["meta"]["extra"]["val_metrics"]["miou"] += 0.0125
+    torch.save(ck, other / "best.pt")
+    rows, md = table([read_run(base), read_run(other)])
+    assert rows[0]["changed"] == "(baseline)" and rows[0]["delta_points"] == 0.0
+    assert rows[1]["changed"] == "ema=0.99" and rows[1]["delta_points"] == pytest.approx(1.25)
+    assert "| ema | ema=0.99 |" in md
+    (other / "summary.json").unlink()
+    with pytest.raises(ArtifactError, match="is the run finished"):
+        read_run(other)
