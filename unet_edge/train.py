@@ -331,23 +331,25 @@ def _load_split(ds: SegDataset, limit: int | None) -> list[tuple[np.ndarray, np.
     return [ds[i] for i in range(n)]
 
 
-def enet_class_weights(masks: list[np.ndarray], num_classes: int, c: float = 1.02) -> np.ndarray:
-    """ENet class weighting w_c = 1 / ln(c + p_c), p_c the pixel frequency of class c (Paszke et al.
-    2016, arXiv:1606.02147). Returns float32 (num_classes,)."""
+def class_frequencies(masks: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """The share of labelled pixels of each class id ``0..num_classes-1`` in ``masks`` (ids >=
+    ``num_classes``, the ignore index among them, not counted). Returns float64 (num_classes,)."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for m in masks:
         counts += np.bincount(m.reshape(-1), minlength=256)[:num_classes]
-    p = counts / max(counts.sum(), 1)
-    return (1.0 / np.log(c + p)).astype(np.float32)
+    return counts / max(counts.sum(), 1)
+
+
+def enet_class_weights(masks: list[np.ndarray], num_classes: int, c: float = 1.02) -> np.ndarray:
+    """ENet class weighting w_c = 1 / ln(c + p_c), p_c the pixel frequency of class c (Paszke et al.
+    2016, arXiv:1606.02147). Returns float32 (num_classes,)."""
+    return (1.0 / np.log(c + class_frequencies(masks, num_classes))).astype(np.float32)
 
 
 def rare_classes(masks: list[np.ndarray], num_classes: int, freq: float = RARE_CLASS_FREQ) -> tuple[int, ...]:
     """The class ids (of ``num_classes``) present in ``masks`` but holding less than ``freq`` of their
     labelled pixels (ids >= ``num_classes``, the ignore index, not counted)."""
-    counts = np.zeros(num_classes, dtype=np.float64)
-    for m in masks:
-        counts += np.bincount(m.reshape(-1), minlength=256)[:num_classes]
-    p = counts / max(counts.sum(), 1)
+    p = class_frequencies(masks, num_classes)
     return tuple(int(c) for c in np.flatnonzero((p > 0) & (p < freq)))
 
 
