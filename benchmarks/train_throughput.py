@@ -59,23 +59,23 @@ def run(preset: str = "edge", batch_size: int = 8, crop: tuple[int, int] = (256,
     base = UNet(config_from_preset(preset, num_classes, 0.0))
     x = torch.randn(batch_size, 3, *crop)
     y = torch.randint(0, num_classes, (batch_size, *crop))
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+    def timed_step(net, opt, xv) -> float:
+        t = time.perf_counter()
+        train_step(net, opt, scaler, xv, y, "cpu", choice, 255, None, 0.0).item()
+        return time.perf_counter() - t
+
     nets, first = {}, {}
     for v in variants:
         net, opt = _make(v, base, 1e-3)
         xv = x.contiguous(memory_format=torch.channels_last) if v == "channels_last" else x
-        t = time.perf_counter()
-        train_step(net, opt, torch.amp.GradScaler("cuda", enabled=False), xv, y, "cpu", choice, 255, None, 0.0).item()
-        first[v] = time.perf_counter() - t
+        first[v] = timed_step(net, opt, xv)
         nets[v] = (net, opt, xv)
     times = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
-            net, opt, xv = nets[v]
-            for _ in range(steps):
-                t = time.perf_counter()
-                train_step(net, opt, torch.amp.GradScaler("cuda", enabled=False), xv, y, "cpu", choice, 255, None,
-                            0.0).item()
-                times[v].append(time.perf_counter() - t)
+            times[v] += [timed_step(*nets[v]) for _ in range(steps)]
     eager = float(np.median(times[variants[0]]))
     rows = [{"variant": v, "step_ms": round(float(np.median(times[v])) * 1e3, 1),
              "images_per_s": round(batch_size / float(np.median(times[v])), 2),

@@ -1077,6 +1077,20 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
     _plot_curves(st.history, s.out / "curves.png")
 
 
+def _finish_epoch(s: _Setup, st: RunState, res: EpochResult, prog, ep_task) -> None:
+    """Rank 0 after an epoch: validate when due, write the checkpoints and the log, report progress."""
+    cfg = s.cfg
+    if st.epoch % cfg.val_every == 0 or st.epoch == st.epochs:
+        validate(s, st, res)
+    _save_checkpoints(s, st, res)
+    row = st.history[-1]
+    val = row["val_miou"] if row["val_miou"] is None else round(row["val_miou"], 4)
+    prog.update(ep_task, advance=1, status=f"loss {row['train_loss']:.3f} val mIoU {val} best {st.best['miou']:.4f}")
+    if not cfg.progress or not prog.console.is_terminal:
+        s.log(f"epoch {st.epoch}/{st.epochs} loss {row['train_loss']:.4f} val mIoU {row['val_miou']} "
+              f"({row['epoch_seconds']}s)")
+
+
 def _run_epochs(s: _Setup, st: RunState) -> list[EpochResult]:
     """Train epochs ``st.epoch..st.epochs`` (the plan may change on the way); returns their results.
 
@@ -1089,22 +1103,11 @@ def _run_epochs(s: _Setup, st: RunState) -> list[EpochResult]:
         while st.epoch <= st.epochs:
             res = train_one_epoch(s, st, prog)
             results.append(res)
-            if not main:
-                if s.budget and st.epoch < st.epochs:
-                    _sync_plan(s, st)
-                st.epoch += 1
-                continue
-            if st.epoch % cfg.val_every == 0 or st.epoch == st.epochs:
-                validate(s, st, res)
-            _save_checkpoints(s, st, res)
-            row = st.history[-1]
-            val = row["val_miou"] if row["val_miou"] is None else round(row["val_miou"], 4)
-            prog.update(ep_task, advance=1, status=f"loss {row['train_loss']:.3f} val mIoU {val} best {st.best['miou']:.4f}")
-            if not cfg.progress or not prog.console.is_terminal:
-                s.log(f"epoch {st.epoch}/{st.epochs} loss {row['train_loss']:.4f} val mIoU {row['val_miou']} "
-                      f"({row['epoch_seconds']}s)")
+            if main:
+                _finish_epoch(s, st, res, prog, ep_task)
             if s.budget and st.epoch < st.epochs:
-                _replan_after_epoch(s, st, res)
+                if main:
+                    _replan_after_epoch(s, st, res)
                 _sync_plan(s, st)
                 prog.update(ep_task, total=st.epochs)
             st.epoch += 1
