@@ -60,3 +60,15 @@ def test_every_registered_model_is_shipped_with_its_card():
         assert sha256(ref.path) == ref.sha256, f"{name}: {ref.path} does not match its pinned SHA-256"
         card = json.loads(ref.path.with_suffix(".json").read_text())
         assert card["name"] == name and card["val_miou"] == pytest.approx(ref.val_miou)
+
+
+def test_each_card_describes_its_checkpoint():
+    import torch
+
+    for name, ref in zoo.REFERENCE_MODELS.items():
+        card = json.loads(ref.path.with_suffix(".json").read_text())
+        ck = torch.load(ref.path, map_location="cpu", weights_only=True)
+        assert card["sha256"] == ref.sha256, f"{name}: the card names another file"
+        assert card["best_epoch"] == ck["epoch"]
+        assert card["val_miou"] == pytest.approx(ck["meta"]["extra"]["val_metrics"]["miou"])
+        assert card["val_per_class_iou"] == pytest.approx(ck["meta"]["extra"]["val_metrics"]["per_class_iou"])
