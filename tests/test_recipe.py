@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from unet_edge.artifacts import load_checkpoint
 from unet_edge.data.augment import train_transform
-from unet_edge.train import TrainConfig, rare_classes, segmentation_loss, train
+from unet_edge.train import TrainConfig, class_frequencies, rare_classes, segmentation_loss, train
 
 
 def test_ohem_averages_only_the_hardest_labelled_pixels():
@@ -28,8 +28,10 @@ def test_rare_classes_are_the_present_classes_under_the_share():
     m[:30] = 1                            # 30 %
     m[30, :50] = 2                        # 0.5 %
     m[31:, :10] = 255                     # ignored: not counted
-    assert rare_classes([m], 4) == (2,)   # class 3 is absent, not rare
-    assert rare_classes([m], 4, freq=0.5) == (1, 2)
+    freqs = class_frequencies([m], 4)
+    assert freqs == pytest.approx([6260 / 9310, 3000 / 9310, 50 / 9310, 0.0])
+    assert rare_classes(freqs) == (2,)   # class 3 is absent, not rare
+    assert rare_classes(freqs, freq=0.5) == (1, 2)
 
 
 def test_rare_crops_find_a_thin_pole_that_uniform_crops_miss():

@@ -10,7 +10,7 @@ import unet_edge.train as train_mod
 from unet_edge.artifacts import load_checkpoint, model_from_checkpoint
 from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
-from unet_edge.train import (TrainConfig, enet_class_weights, parse_time_budget, plan_epochs, segmentation_loss,
+from unet_edge.train import (TrainConfig, class_frequencies, enet_class_weights, parse_time_budget, plan_epochs, segmentation_loss,
                              train)
 
 from conftest import write_folder_dataset
@@ -264,7 +264,7 @@ def test_loss_ignores_void_and_handles_binary():
 def test_enet_weights_favour_rare_classes():
     m = np.zeros((10, 10), np.uint8)
     m[0, 0] = 1
-    w = enet_class_weights([m], 2)
+    w = enet_class_weights(class_frequencies([m], 2))
     assert w[1] > w[0] > 0
 
 

@@ -340,16 +340,16 @@ def class_frequencies(masks: list[np.ndarray], num_classes: int) -> np.ndarray:
     return counts / max(counts.sum(), 1)
 
 
-def enet_class_weights(masks: list[np.ndarray], num_classes: int, c: float = 1.02) -> np.ndarray:
-    """ENet class weighting w_c = 1 / ln(c + p_c), p_c the pixel frequency of class c (Paszke et al.
-    2016, arXiv:1606.02147). Returns float32 (num_classes,)."""
-    return (1.0 / np.log(c + class_frequencies(masks, num_classes))).astype(np.float32)
+def enet_class_weights(freqs: np.ndarray, c: float = 1.02) -> np.ndarray:
+    """ENet class weighting w_c = 1 / ln(c + p_c), ``freqs`` the pixel frequencies p_c of
+    :func:`class_frequencies` (Paszke et al. 2016, arXiv:1606.02147). Returns float32 (num_classes,)."""
+    return (1.0 / np.log(c + np.asarray(freqs, dtype=np.float64))).astype(np.float32)
 
 
-def rare_classes(masks: list[np.ndarray], num_classes: int, freq: float = RARE_CLASS_FREQ) -> tuple[int, ...]:
-    """The class ids (of ``num_classes``) present in ``masks`` but holding less than ``freq`` of their
-    labelled pixels (ids >= ``num_classes``, the ignore index, not counted)."""
-    p = class_frequencies(masks, num_classes)
+def rare_classes(freqs: np.ndarray, freq: float = RARE_CLASS_FREQ) -> tuple[int, ...]:
+    """The class ids present (``freqs`` of :func:`class_frequencies` > 0) but holding less than
+    ``freq`` of the labelled pixels."""
+    p = np.asarray(freqs, dtype=np.float64)
     return tuple(int(c) for c in np.flatnonzero((p > 0) & (p < freq)))
 
 
@@ -420,9 +420,10 @@ def _build_data(cfg: TrainConfig, device: str, dist: DistInfo) -> _Data:
     input_size = tuple(cfg.input_size) if cfg.input_size else tuple(items[0][0].shape[:2])
     crop = (min(cfg.crop[0], input_size[0] * 2), min(cfg.crop[1], input_size[1] * 2))
     weight = None
+    freqs = class_frequencies([m for _, m in items], info.num_logits)
     if cfg.class_weights == "enet" and not info.binary:
-        weight = torch.from_numpy(enet_class_weights([m for _, m in items], info.num_logits)).to(device)
-    rare = rare_classes([m for _, m in items], info.num_logits) if cfg.rare_crop > 0 else ()
+        weight = torch.from_numpy(enet_class_weights(freqs)).to(device)
+    rare = rare_classes(freqs) if cfg.rare_crop > 0 else ()
     transform = train_transform(crop, info.ignore_index, scale=tuple(cfg.scale), seed=cfg.seed, rare_classes=rare,
                                 rare_p=cfg.rare_crop)
     split = _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD)
