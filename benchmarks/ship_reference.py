@@ -1,4 +1,4 @@
-"""Ship a finished training run as the package's reference model (maintainers' tool).
+"""Ship a finished CamVid training run as the package's reference model (maintainers' tool).
 
     python -m benchmarks.ship_reference --run runs/r60/x --export runs/r60/x_export \\
         --data ../shared/datasets/camvid --notes "60-minute budget, alone on the host"
@@ -10,7 +10,7 @@ Writes, each file atomically:
   recipe, host, the export's scores per artifact, licence);
 - ``benchmarks/reports/reference-<name>/``: ``log.csv``, ``curves.png``, ``export_report.json``
   and ``overlay.png`` (the checkpoint run through the runtime over the first ``--frames`` frames of
-  the val sequence ``--sequence``; the last frame's overlay, as ``run`` draws it).
+  the val sequence ``--sequence``; the last frame, with ``run``'s class colours and legend).
 
 It prints the new SHA-256: paste it into :data:`unet_edge.zoo.REFERENCE_MODELS`, which refuses a
 file that does not match (so a stale pin fails ``tests/test_zoo.py`` instead of shipping silently).
@@ -55,7 +55,7 @@ def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> 
     summary = json.loads((run / "summary.json").read_text())
     m = extra["val_metrics"]
     recipe = extra.get("train_config", {})
-    card = {
+    return {
         "name": name, "file": f"{name}.pt", "sha256": None, "dataset": CAMVID_SPLIT,
         "val_miou": m["miou"], "val_per_class_iou": m["per_class_iou"], "val_pixel_accuracy": m.get("pixel_accuracy"),
         "best_epoch": ck["epoch"], "epochs": summary["epochs"], "epochs_planned": summary["epochs_planned"],
@@ -63,11 +63,10 @@ def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> 
         "precision": summary["precision"], "threads": summary["threads"],
         "host_cpu_class": summary["host"].get("cpu_class"), "host_cpu_model": summary["host"].get("cpu_model"),
         "train_command": meta.get("train_command"), "preset": recipe.get("preset"),
-        "export_eval": ({k: v["miou"] for k, v in export_report.get("eval", {}).items()} if export_report else None),
+        "export_eval": {k: v["miou"] for k, v in ((export_report or {}).get("eval") or {}).items()},
         "licence": CAMVID_LICENCE, "notes": notes,
         "recipe": {k: recipe[k] for k in RECIPE_KEYS if k in recipe},
     }
-    return card
 
 
 def render_overlay(checkpoint: Path, frames: list[Path], out: Path) -> None:

@@ -32,6 +32,7 @@ def test_a_run_is_shipped_with_card_log_and_overlay(tiny_run, tiny_export, tmp_p
     assert card["val_miou"] == pytest.approx(tiny_run["summary"]["best_miou"])
     assert card["best_epoch"] == tiny_run["summary"]["best_epoch"]
     assert card["notes"] == "a test" and card["recipe"]["batch_size"] == 4
+    assert card["export_eval"] == {}  # the tiny export scored nothing (no eval data)
     folder = reports / "reference-tiny-ref"
     assert {p.name for p in folder.iterdir()} == {"log.csv", "curves.png", "export_report.json", "overlay.png"}
     assert (folder / "export_report.json").read_bytes() == (tiny_export / "export_report.json").read_bytes()

@@ -10,8 +10,8 @@ import unet_edge.train as train_mod
 from unet_edge.artifacts import load_checkpoint, model_from_checkpoint
 from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
-from unet_edge.train import (TrainConfig, class_frequencies, enet_class_weights, parse_time_budget, plan_epochs, segmentation_loss,
-                             train)
+from unet_edge.train import (TrainConfig, class_frequencies, enet_class_weights, parse_time_budget, plan_epochs,
+                             segmentation_loss, train)
 
 from conftest import write_folder_dataset
 
