@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unet_edge.io_utils import sha256, write_json_atomic
+from unet_edge.io_utils import atomic_path, sha256, write_json_atomic
 from unet_edge.metadata import ModelMeta
 from unet_edge.preprocess import labels_from_logits, preprocess
 from unet_edge.runtime.loader import load_backend
@@ -39,9 +39,8 @@ RECIPE_KEYS = ("batch_size", "crop", "lr", "weight_decay", "schedule", "warmup_e
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> dict:
@@ -80,9 +79,8 @@ def render_overlay(checkpoint: Path, frames: list[Path], out: Path) -> None:
             logits = backend.infer(preprocess(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), meta)[None])
         labels = labels_from_logits(logits)[0].astype(np.uint8)
         vis = draw_overlay(img, labels, meta, hud={"": f"{checkpoint.stem} (FP32), CamVid val {frames[-1].stem}"})
-    tmp = out.with_name(out.stem + ".tmp.png")
-    cv2.imwrite(str(tmp), vis)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:  # keeps the .png suffix cv2 needs
+        cv2.imwrite(str(tmp), vis)
 
 
 def main(argv: list[str] | None = None) -> None:
