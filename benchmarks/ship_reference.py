@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from unet_edge.formats import EXPORT_REPORT
 from unet_edge.io_utils import atomic_path, sha256, write_json_atomic
 from unet_edge.metadata import ModelMeta
 from unet_edge.preprocess import labels_from_logits, preprocess
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=61)
     ap.add_argument("--notes", default="")
     a = ap.parse_args(argv)
-    report = json.loads((a.export / "export_report.json").read_text()) if a.export else None
+    report = json.loads((a.export / EXPORT_REPORT).read_text()) if a.export else None
     card = build_card(a.name, a.run, report, a.notes)
     models = MODELS_DIR
     _copy_atomic(a.run / "best.pt", models / f"{a.name}.pt")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     for f in ("log.csv", "curves.png"):
         _copy_atomic(a.run / f, folder / f)
     if a.export:
-        _copy_atomic(a.export / "export_report.json", folder / "export_report.json")
+        _copy_atomic(a.export / EXPORT_REPORT, folder / EXPORT_REPORT)
     frames = sorted((a.data / "val").glob(f"{a.sequence}_*.png"))[: a.frames]
     if frames:
         render_overlay(models / f"{a.name}.pt", frames, folder / "overlay.png")
