@@ -9,8 +9,8 @@ Writes, each file atomically:
   ``<name>.log.csv`` (the run's log) and ``<name>.json`` (the card: val mIoU and per-class IoU,
   recipe, host, the export's scores per artifact, licence);
 - ``benchmarks/reports/reference-<name>/``: ``log.csv``, ``curves.png``, ``export_report.json``
-  and ``overlay.png`` (the checkpoint run through the runtime over the first ``--frames`` frames of
-  the val sequence ``--sequence``; the last frame, with ``run``'s class colours and legend).
+  and ``overlay.png`` (the checkpoint run through the runtime on frame ``--frame`` of the val
+  sequence ``--sequence``, with ``run``'s class colours and legend).
 
 It prints the new SHA-256: paste it into :data:`unet_edge.zoo.REFERENCE_MODELS`, which refuses a
 file that does not match (so a stale pin fails ``tests/test_zoo.py`` instead of shipping silently).
@@ -69,17 +69,15 @@ def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> 
     }
 
 
-def render_overlay(checkpoint: Path, frames: list[Path], out: Path) -> None:
-    """Run ``checkpoint`` over ``frames`` (RGB images, in order) and write the last frame's overlay
-    (uint8 BGR PNG at the frame's size) to ``out``."""
+def render_overlay(checkpoint: Path, frame: Path, out: Path) -> None:
+    """Run ``checkpoint`` on the image file ``frame`` and write its overlay (uint8 BGR PNG at the
+    frame's size) to ``out``. The model keeps no state between frames, so one frame is enough."""
     with load_backend(checkpoint) as backend:
         meta: ModelMeta = backend.meta
-        img = None
-        for f in frames:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            logits = backend.infer(preprocess(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), meta)[None])
+        img = cv2.imread(str(frame), cv2.IMREAD_COLOR)
+        logits = backend.infer(preprocess(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), meta)[None])
         labels = labels_from_logits(logits)[0].astype(np.uint8)
-        vis = draw_overlay(img, labels, meta, hud={"": f"{checkpoint.stem} (FP32), CamVid val {frames[-1].stem}"})
+        vis = draw_overlay(img, labels, meta, hud={"": f"{checkpoint.stem} (FP32), CamVid val {frame.stem}"})
     with atomic_path(out) as tmp:  # keeps the .png suffix cv2 needs
         cv2.imwrite(str(tmp), vis)
 
@@ -91,12 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/camvid"))
     ap.add_argument("--name", default="camvid-edge")
     ap.add_argument("--sequence", default="0016E5", help="val sequence prefix for the overlay")
-    ap.add_argument("--frames", type=int, default=61)
+    ap.add_argument("--frame", type=int, default=61, help="1-based frame of the sequence for the overlay")
     ap.add_argument("--notes", default="")
     a = ap.parse_args(argv)
     report = json.loads((a.export / EXPORT_REPORT).read_text()) if a.export else None
     card = build_card(a.name, a.run, report, a.notes)
-    models = MODELS_DIR
+    models = MODELS_DIR  # read at call time (tests point it elsewhere)
     _copy_atomic(a.run / "best.pt", models / f"{a.name}.pt")
     _copy_atomic(a.run / "log.csv", models / f"{a.name}.log.csv")
     card["sha256"] = sha256(models / f"{a.name}.pt")
@@ -107,9 +105,9 @@ def main(argv: list[str] | None = None) -> None:
         _copy_atomic(a.run / f, folder / f)
     if a.export:
         _copy_atomic(a.export / EXPORT_REPORT, folder / EXPORT_REPORT)
-    frames = sorted((a.data / "val").glob(f"{a.sequence}_*.png"))[: a.frames]
+    frames = sorted((a.data / "val").glob(f"{a.sequence}_*.png"))[: a.frame]
     if frames:
-        render_overlay(models / f"{a.name}.pt", frames, folder / "overlay.png")
+        render_overlay(models / f"{a.name}.pt", frames[-1], folder / "overlay.png")
     print(json.dumps({"sha256": card["sha256"], "val_miou": card["val_miou"], "best_epoch": card["best_epoch"],
                       "epochs": card["epochs"], "overlay_frame": frames[-1].name if frames else None}, indent=1))
 

@@ -23,7 +23,7 @@ def test_a_run_is_shipped_with_card_log_and_overlay(tiny_run, tiny_export, tmp_p
         cv2.imwrite(str(val / f"SEQ_{i:03d}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
     cv2.imwrite(str(val / "OTHER_000.png"), np.zeros((48, 64, 3), np.uint8))
     ship.main(["--run", str(tiny_run["out"]), "--export", str(tiny_export), "--data", str(tmp_path / "data"),
-               "--name", "tiny-ref", "--sequence", "SEQ", "--frames", "2", "--notes", "a test"])
+               "--name", "tiny-ref", "--sequence", "SEQ", "--frame", "2", "--notes", "a test"])
 
     pt = models / "tiny-ref.pt"
     assert pt.read_bytes() == tiny_run["best"].read_bytes()
@@ -37,6 +37,6 @@ def test_a_run_is_shipped_with_card_log_and_overlay(tiny_run, tiny_export, tmp_p
     assert {p.name for p in folder.iterdir()} == {"log.csv", "curves.png", "export_report.json", "overlay.png"}
     assert (folder / "export_report.json").read_bytes() == (tiny_export / "export_report.json").read_bytes()
     overlay = cv2.imread(str(folder / "overlay.png"))
-    frame = cv2.imread(str(val / "SEQ_001.png"))  # the last of the 2 frames
+    frame = cv2.imread(str(val / "SEQ_001.png"))  # frame 2 of the sequence
     assert overlay.shape == frame.shape
     assert np.abs(overlay.astype(int) - frame.astype(int)).mean() > 5  # class colours blended in

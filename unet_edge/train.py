@@ -419,11 +419,12 @@ def _build_data(cfg: TrainConfig, device: str, dist: DistInfo) -> _Data:
     n_val = len(val_ds) if cfg.limit is None else min(cfg.limit, len(val_ds))
     input_size = tuple(cfg.input_size) if cfg.input_size else tuple(items[0][0].shape[:2])
     crop = (min(cfg.crop[0], input_size[0] * 2), min(cfg.crop[1], input_size[1] * 2))
-    weight = None
-    freqs = class_frequencies([m for _, m in items], info.num_logits)
-    if cfg.class_weights == "enet" and not info.binary:
-        weight = torch.from_numpy(enet_class_weights(freqs)).to(device)
-    rare = rare_classes(freqs) if cfg.rare_crop > 0 else ()
+    weight, rare = None, ()
+    enet = cfg.class_weights == "enet" and not info.binary
+    if enet or cfg.rare_crop > 0:
+        freqs = class_frequencies([m for _, m in items], info.num_logits)
+        weight = torch.from_numpy(enet_class_weights(freqs)).to(device) if enet else None
+        rare = rare_classes(freqs) if cfg.rare_crop > 0 else ()
     transform = train_transform(crop, info.ignore_index, scale=tuple(cfg.scale), seed=cfg.seed, rare_classes=rare,
                                 rare_p=cfg.rare_crop)
     split = _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD)
