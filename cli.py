@@ -169,6 +169,10 @@ def train(
                                        "format (on CPU 1.47x faster steps than NCHW, measured on x86-amx; always on CUDA)."),
     sync_bn: str = typer.Option("auto", "--sync-bn", help="Under torchrun: auto (SyncBatchNorm on CUDA ranks, per-rank "
                                 "BatchNorm on CPU ranks, where PyTorch has no SyncBatchNorm), on or off."),
+    logit_offsets: bool = typer.Option(True, "--logit-offsets/--no-logit-offsets", help="After the last epoch, fit "
+                                       "per-class logit offsets for mIoU on training pixels and fold them into "
+                                       "best.pt's head when they raise val mIoU (undoes the class weights' bias "
+                                       "towards rare classes; +3.9 points on the CamVid reference)."),
 ):
     """Train a U-Net; validation mIoU each epoch, best/last checkpoints with the model metadata.
 
@@ -183,7 +187,7 @@ def train(
         dice_weight=dice_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
         val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
         sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop,
-        channels_last=channels_last,
+        channels_last=channels_last, logit_offsets=logit_offsets,
     )
     summary = run_train(cfg, log=log)
     if summary["rank"] == 0:

@@ -66,6 +66,7 @@ def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> 
         "export_eval": {k: v["miou"] for k, v in ((export_report or {}).get("eval") or {}).items()},
         "licence": CAMVID_LICENCE, "notes": notes,
         "recipe": {k: recipe[k] for k in RECIPE_KEYS if k in recipe},
+        "logit_offsets": extra.get("logit_offsets"),
     }
 
 

@@ -62,7 +62,11 @@ def test_ema_weights_are_validated_saved_and_resumed(folder_dataset, tmp_path):
         ema = {k[len("module."):]: v for k, v in last["ema"].items() if k.startswith("module.")}
         assert ema.keys() == last["model"].keys()
         assert any(not torch.equal(ema[k], last["model"][k]) for k in ema)   # the average lags the weights
-        assert best["epoch"] == 2 and all(torch.equal(ema[k], best["model"][k]) for k in ema)  # best.pt: the EMA
+        # best.pt: the EMA, its head's bias moved by the logit offsets fit after the last epoch
+        assert best["epoch"] == 2 and all(torch.equal(ema[k], best["model"][k]) for k in ema if k != "head.bias")
+        offsets = best["meta"]["extra"].get("logit_offsets")
+        shift = torch.tensor(list(offsets["offsets"].values())) if offsets else torch.zeros(3)
+        assert torch.allclose(best["model"]["head.bias"], ema["head.bias"] + shift, atol=1e-4)
         lines = []
         train(TrainConfig(**cfg, resume=True), log=lines.append)             # the stored EMA loads back
         assert any("resumed from" in line for line in lines)

@@ -39,6 +39,47 @@ def test_checkpoint_carries_metadata(tiny_run, folder_dataset):
     assert (tiny_run["out"] / "curves.png").stat().st_size > 1000
 
 
+def test_logit_offsets_are_fit_on_training_pixels_and_folded_into_best_pt(tiny_run, folder_dataset, tmp_path):
+    from unet_edge.data.layouts import load_dataset
+    from unet_edge.evaluate import evaluate
+    from unet_edge.runtime.torch_backend import TorchBackend
+
+    rec = tiny_run["summary"]["logit_offsets"]
+    assert rec["kept"] and rec["val_miou_after"] > rec["val_miou_before"]
+    assert 0 < rec["pixels"] <= 8 * 4096 and list(rec["offsets"]) == ["class0", "class1", "class2"]
+    assert rec["train_miou_after"] >= rec["train_miou_before"]
+    model, meta, ck = model_from_checkpoint(tiny_run["best"])
+    extra = meta.extra
+    assert extra["logit_offsets"] == rec and tiny_run["summary"]["best_miou"] == rec["val_miou_after"]
+    assert extra["val_metrics"]["miou"] == rec["val_miou_after"]
+    assert extra["val_metrics_before_offsets"]["miou"] == rec["val_miou_before"]
+    # the stored score is the folded model's: scoring best.pt again gives it
+    choice = tiny_run["summary"]["precision"]["precision"]
+    again = evaluate(TorchBackend(model, meta, precision=choice).infer, load_dataset(folder_dataset, "val"), meta,
+                     progress=False)
+    assert again["miou"] == pytest.approx(rec["val_miou_after"], abs=1e-9)
+    # the head's bias moved by the offsets (centred: they sum to 0), nothing else
+    last = load_checkpoint(tiny_run["last"])
+    if ck["epoch"] == last["epoch"]:
+        moved = ck["model"]["head.bias"] - last["model"]["head.bias"]
+        assert torch.allclose(moved, torch.tensor(list(rec["offsets"].values())), atol=1e-4)
+        assert all(torch.equal(v, last["model"][k]) for k, v in ck["model"].items() if k != "head.bias")
+
+
+def test_a_resumed_finished_run_keeps_its_offsets(tiny_run, folder_dataset, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run["out"], out)
+    before = (out / "best.pt").read_bytes()
+    lines = []
+    s = train(TrainConfig(data=str(folder_dataset), out=str(out), preset="tiny", epochs=2, batch_size=4, crop=(48, 64),
+                          lr=5e-3, progress=False, command="pytest", resume=True), log=lines.append)
+    assert (out / "best.pt").read_bytes() == before
+    assert s["logit_offsets"] == tiny_run["summary"]["logit_offsets"]
+    assert any("already holds them" in line for line in lines)
+
+
 def test_checkpoints_load_with_weights_only(tiny_run):
     for path in (tiny_run["best"], tiny_run["last"]):
         ck = torch.load(path, map_location="cpu", weights_only=True)  # raises on numpy or other Python objects
@@ -321,8 +362,10 @@ class FakeClock:
 
 def _budget_cfg(folder_dataset, out, **kw):
     # the folder fixture: 8 train images (2 steps of 4 per epoch), 2 val images
+    # logit offsets off: the plans below are the epochs' arithmetic alone (their reserve has its own test)
     return TrainConfig(**{**dict(data=str(folder_dataset), out=str(out), preset="tiny", batch_size=4, crop=(48, 64),
-                                 lr=5e-3, threads=1, progress=False, command="pytest", epochs=30), **kw})
+                                 lr=5e-3, threads=1, progress=False, command="pytest", epochs=30,
+                                 logit_offsets=False), **kw})
 
 
 def _rows(out):
@@ -381,6 +424,17 @@ def test_time_budget_extends_when_epochs_run_faster_than_measured(folder_dataset
     assert len(lrs) == 9 and lrs[-1] == pytest.approx(0.0, abs=1e-9)
     assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))  # one decay, stretched, not restarted
     assert clock.calls == 4 + 9 * 2
+
+
+def test_time_budget_reserves_the_logit_offsets_stage(folder_dataset, tmp_path, monkeypatch):
+    FakeClock(monkeypatch)
+    lines = []
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, logit_offsets=True), log=lines.append)
+    # as in the test above, 13.65 s are left for epochs of 2.5 s, less the offsets stage: 8 training images at the
+    # validation's 0.25 s, one more validation (0.5 s) and the fit (8 x 4096 px x 10 us): 2.83 s -> 4 epochs, not 5
+    assert s["epochs_planned"] == 4 and s["epochs"] == 4
+    assert s["logit_offsets"] is not None and any(line.startswith("logit offsets") for line in lines)
+    assert s["elapsed_s"] <= 20
 
 
 def test_time_budget_never_extends_past_the_epochs_bound(folder_dataset, tmp_path, monkeypatch):
