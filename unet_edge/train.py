@@ -1141,8 +1141,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
     (:meth:`unet_edge.host.HostInfo.to_dict`) go into the checkpoints' ``meta.extra``
     (``train_precision``, ``train_host``, ``train_threads``) and into ``summary.json``.
 
+    Logit offsets (``cfg.logit_offsets``, default on): after the last epoch rank 0 fits per-class
+    logit offsets for mIoU on training pixels and folds them into ``best.pt`` when they raise val
+    mIoU (:func:`_fit_logit_offsets`).
+
     Time budget (``cfg.time_budget_s``): the budget counts everything from the call on (dataset
-    loading, calibration, epochs, checkpoints) plus, on ``resume``, the time of the earlier
+    loading, calibration, epochs, checkpoints, the logit offsets' forecast cost
+    :func:`_offsets_cost`, reserved in every plan) plus, on ``resume``, the time of the earlier
     sessions (``elapsed_s`` in ``last.pt``: up to their last finished epoch). The run is planned to end at
     ``(1 - TIME_BUDGET_MARGIN)`` of it: :func:`_measure_costs` times the epoch, :func:`plan_epochs`
     picks N <= ``cfg.epochs``, and the LR schedule is built for N epochs. After each epoch the
@@ -1174,7 +1179,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         ``time_budget_s``, ``epoch_estimate_s`` (the seconds per epoch the plan started from, None
         when nothing was planned), ``seconds`` (this call), ``elapsed_s`` (all sessions),
         ``precision`` (:meth:`PrecisionChoice.to_dict`), ``threads``,
-        ``device``, ``host``, ``best``/``last`` checkpoint paths.
+        ``device``, ``host``, ``best``/``last`` checkpoint paths, ``logit_offsets`` (the record of
+        :func:`_fit_logit_offsets`, None when off; on other ranks None).
 
     Raises:
         UsageError: an option out of range (:func:`check_config`), a global batch the ranks
