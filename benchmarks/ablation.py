@@ -17,12 +17,14 @@ from unet_edge.errors import ArtifactError
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
 
 #: train_config keys that never define a recipe difference (paths, bookkeeping).
-_NOT_RECIPE = {"data", "out", "resume", "exist_ok", "progress", "threads", "device", "data_format"}
+#: ``logit_offsets`` runs after the epochs; the table shows what it added in its own column.
+_NOT_RECIPE = {"data", "out", "resume", "exist_ok", "progress", "threads", "device", "data_format", "logit_offsets"}
 
 
 def read_run(folder: str | Path) -> dict:
     """One run: ``name`` (the folder name), ``config`` (its train_config), ``epochs``, ``minutes``,
-    ``miou``, ``per_class`` {class: IoU}, ``host`` (CPU class), ``precision``.
+    ``miou``, ``per_class`` {class: IoU}, ``host`` (CPU class), ``precision``, ``offsets_points``
+    (val mIoU points the logit offsets folded into ``best.pt`` added; None without offsets).
 
     Raises:
         ArtifactError: the folder lacks ``best.pt`` or ``summary.json`` (an unfinished run).
@@ -35,11 +37,13 @@ def read_run(folder: str | Path) -> dict:
     summary = json.loads((folder / "summary.json").read_text())
     meta = load_checkpoint(folder / "best.pt")["meta"]
     m = meta["extra"]["val_metrics"]
+    off = meta["extra"].get("logit_offsets")
     return {"name": folder.name, "config": meta["extra"]["train_config"], "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"], "minutes": round(summary["elapsed_s"] / 60, 1),
             "miou": m["miou"], "per_class": {c: float(_class_iou(m["per_class_iou"], meta["class_names"], i))
                                         for i, c in enumerate(meta["class_names"])},
-            "host": summary["host"].get("cpu_class"), "precision": summary["precision"].get("precision")}
+            "host": summary["host"].get("cpu_class"), "precision": summary["precision"].get("precision"),
+            "offsets_points": None if not off else round(100 * (off["val_miou_after"] - off["val_miou_before"]), 2)}
 
 
 def _class_iou(per_class, names: list[str], i: int) -> float:
@@ -58,16 +62,18 @@ def table(runs: list[dict]) -> tuple[list[dict], str]:
     base = runs[0]
     classes = list(base["per_class"])
     rows, lines = [], []
-    head = ["run", "changed", "epochs", "min", "val mIoU", "vs base"] + classes
+    head = ["run", "changed", "epochs", "min", "val mIoU", "vs base", "offsets"] + classes
     lines += ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
     for r in runs:
         delta = 100 * (r["miou"] - base["miou"])
         row = {"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
                "minutes": r["minutes"], "miou": round(r["miou"], 4), "delta_points": round(delta, 2),
-               "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()}}
+               "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()},
+               "offsets_points": r.get("offsets_points")}
         rows.append(row)
         cells = [r["name"], row["changed"], str(r["epochs"]), f"{r['minutes']}", f"{r['miou']:.4f}",
-                 "" if r is base else f"{delta:+.2f}"] + [f"{r['per_class'][c]:.2f}" for c in classes]
+                 "" if r is base else f"{delta:+.2f}",
+                 "-" if r.get("offsets_points") is None else f"{r['offsets_points']:+.2f}"] + [f"{r['per_class'][c]:.2f}" for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
     return rows, "\n".join(lines)
 

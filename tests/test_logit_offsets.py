@@ -79,3 +79,20 @@ def test_sample_pixels_takes_labelled_pixels_with_their_own_logits():
     void = [(img, np.full_like(m, meta.ignore_index)) for img, m in items]
     with pytest.raises(UsageError, match="void"):
         sample_pixels(infer, void, meta)
+
+
+def test_offsets_benchmark_reports_before_and_after_per_class(tiny_run, folder_dataset, tmp_path):
+    from benchmarks.logit_offsets import main
+
+    # last.pt holds the raw weights of the last epoch, without offsets
+    main(["--data", str(folder_dataset), "--checkpoint", f"raw={tiny_run['last']}", "--report", str(tmp_path)])
+    import json
+
+    row = json.loads((tmp_path / "logit_offsets.json").read_text())["rows"][0]
+    assert row["name"] == "raw" and list(row["offsets"]) == ["class0", "class1", "class2"]
+    assert abs(sum(row["offsets"].values())) < 1e-3 and row["train_miou_after"] >= row["train_miou_before"]
+    assert set(row["val_iou_before"]) == set(row["val_iou_after"]) == {"class0", "class1", "class2"}
+    md = (tmp_path / "logit_offsets.md").read_text()
+    assert f"| raw | {row['val_miou_before']:.4f} -> **{row['val_miou_after']:.4f}** |" in md
+    with pytest.raises(SystemExit, match="already holds logit offsets"):
+        main(["--data", str(folder_dataset), "--checkpoint", f"best={tiny_run['best']}", "--report", str(tmp_path)])

@@ -45,6 +45,8 @@ def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_pat
     rows, md = table([read_run(base), read_run(other)])
     assert rows[0]["changed"] == "(baseline)" and rows[0]["delta_points"] == 0.0
     assert rows[1]["changed"] == "ema=0.99" and rows[1]["delta_points"] == pytest.approx(1.25)
+    off = tiny_run["summary"]["logit_offsets"]  # logit_offsets is no recipe difference, but its gain has a column
+    assert rows[0]["offsets_points"] == pytest.approx(100 * (off["val_miou_after"] - off["val_miou_before"]), abs=0.006)
     assert "| ema | ema=0.99 |" in md
     (other / "summary.json").unlink()
     with pytest.raises(ArtifactError, match="is the run finished"):

@@ -52,13 +52,13 @@ from .evaluate import evaluate
 from .host import HostInfo, probe_host, resolve_threads
 from .io_utils import atomic_path, ensure_folder, write_json_atomic
 from .locks import FolderLock
+from .logit_offsets import PIXELS_PER_IMAGE, fit_offsets, fold_offsets, sample_miou, sample_pixels
 from .metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from .model import PRESETS, UNet, UNetConfig, config_from_preset, count_parameters
 from .precision import PrecisionChoice, choose_precision
 from .preprocess import normalize
 from .progress import make_progress
 from .runtime.torch_backend import TorchBackend, resolve_device
-from .logit_offsets import PIXELS_PER_IMAGE, fit_offsets, fold_offsets, sample_miou, sample_pixels
 
 #: With a time budget every plan ends at ``(1 - TIME_BUDGET_MARGIN) * budget``; an epoch-end
 #: forecast re-plans only when it passes ``(1 - TIME_BUDGET_MARGIN / 2) * budget`` (hysteresis: a
