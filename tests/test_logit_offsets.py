@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from unet_edge.errors import UsageError
+from unet_edge.errors import DataError, UsageError
 from unet_edge.logit_offsets import PixelSample, fit_offsets, fold_offsets, sample_iou, sample_miou, sample_pixels
 from unet_edge.metadata import ModelMeta
 from unet_edge.model import UNet, config_from_preset
@@ -77,7 +77,7 @@ def test_sample_pixels_takes_labelled_pixels_with_their_own_logits():
         assert np.array_equal(s.labels[rows], mask.reshape(-1)[flat])
     assert len(set(np.round(s.logits[:, 1], 3).tolist())) == 3  # one image's logits per block
     void = [(img, np.full_like(m, meta.ignore_index)) for img, m in items]
-    with pytest.raises(UsageError, match="void"):
+    with pytest.raises(DataError, match="void"):
         sample_pixels(infer, void, meta)
 
 

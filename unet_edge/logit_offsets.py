@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .metadata import ModelMeta
 from .preprocess import preprocess_batch, resize_labels
 
@@ -53,7 +53,7 @@ def sample_pixels(infer: Callable[[np.ndarray], np.ndarray], items: Sequence[tup
             :func:`unet_edge.preprocess.preprocess_batch`, the function every stage uses.
 
     Raises:
-        UsageError: no labelled pixel in ``items`` (all void).
+        DataError: no labelled pixel in ``items`` (all void).
     """
     rng = np.random.default_rng(seed)
     logits, labels = [], []
@@ -67,7 +67,7 @@ def sample_pixels(infer: Callable[[np.ndarray], np.ndarray], items: Sequence[tup
             logits.append(lg.reshape(lg.shape[0], -1)[:, pick].T.astype(np.float32))
             labels.append(t[pick].astype(np.int64))
     if not labels or sum(len(t) for t in labels) == 0:
-        raise UsageError("no labelled pixels to fit logit offsets on (every sampled pixel is void)")
+        raise DataError("no labelled pixels to fit logit offsets on: every training pixel is void")
     return PixelSample(np.concatenate(logits), np.concatenate(labels))
 
 

@@ -47,7 +47,7 @@ from .artifacts import load_checkpoint, model_from_checkpoint
 from .data.augment import reseed, train_transform
 from .data.layouts import DatasetInfo, SegDataset, load_dataset
 from .distributed import DistInfo, env_dist, init_from_env, rank_identity, rank_threads, shutdown, state_dict_sha256
-from .errors import ArtifactError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
+from .errors import ArtifactError, DataError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
 from .host import HostInfo, probe_host, resolve_threads
 from .io_utils import atomic_path, ensure_folder, write_json_atomic
@@ -1301,7 +1301,11 @@ def _fit_logit_offsets(s: _Setup, st: RunState) -> dict | None:
     with warnings.catch_warnings():  # an emulated precision was warned about once, at the start
         warnings.simplefilter("ignore", EmulatedPrecisionWarning)
         backend = TorchBackend(model, meta, device=s.device, precision=s.choice.precision)
-    sample = sample_pixels(backend.infer, s.data.train_items, meta, seed=s.cfg.seed)
+    try:
+        sample = sample_pixels(backend.infer, s.data.train_items, meta, seed=s.cfg.seed)
+    except DataError as e:  # the epochs' best.pt stays as it is
+        s.log(f"logit offsets: skipped ({e})")
+        return None
     offsets = fit_offsets(sample)
     before = extra["val_metrics"]
     fold_offsets(model, offsets)
