@@ -1298,6 +1298,8 @@ def _fit_logit_offsets(s: _Setup, st: RunState) -> dict | None:
         s.log(f"logit offsets: {s.best_path} already holds them")
         return extra["logit_offsets"]
     t0 = _clock()
+    if s.cuda or s.cfg.channels_last:  # the memory format the epochs validated in (1.4x faster than NCHW on CPU)
+        model = model.to(memory_format=torch.channels_last)
     with warnings.catch_warnings():  # an emulated precision was warned about once, at the start
         warnings.simplefilter("ignore", EmulatedPrecisionWarning)
         backend = TorchBackend(model, meta, device=s.device, precision=s.choice.precision)
