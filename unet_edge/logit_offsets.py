@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import DataError, UsageError
 from .metadata import ModelMeta
+from .metrics import metrics_from_confusion
 from .preprocess import preprocess_batch, resize_labels
 
 #: training pixels sampled per image for the fit (CamVid's 367 images: 1.5 M pixels).
@@ -71,27 +72,27 @@ def sample_pixels(infer: Callable[[np.ndarray], np.ndarray], items: Sequence[tup
     return PixelSample(np.concatenate(logits), np.concatenate(labels))
 
 
-def _iou(labels: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    cm = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
-    tp = np.diag(cm).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return tp / (cm.sum(0) + cm.sum(1) - tp)
+def _confusion(labels: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
 
 
-def _mean(iou: np.ndarray) -> float:
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
+def _miou(labels: np.ndarray, pred: np.ndarray, k: int) -> float:
+    return metrics_from_confusion(_confusion(labels, pred, k))["miou"]
 
 
 def sample_iou(sample: PixelSample, offsets: np.ndarray) -> np.ndarray:
     """Per-class IoU float64 (K,) of argmax(logits + offsets) on the sample; NaN for a class neither
     labelled nor predicted."""
-    return _iou(sample.labels, (sample.logits + np.asarray(offsets, dtype=np.float32)).argmax(axis=1),
-                sample.num_classes)
+    k = sample.num_classes
+    pred = (sample.logits + np.asarray(offsets, dtype=np.float32)).argmax(axis=1)
+    iou = metrics_from_confusion(_confusion(sample.labels, pred, k))["per_class_iou"]
+    return np.array([np.nan if v is None else v for v in iou.values()], dtype=np.float64)
 
 
 def sample_miou(sample: PixelSample, offsets: np.ndarray) -> float:
-    """The mean of :func:`sample_iou` over the defined classes (0.0 when none is)."""
-    return _mean(sample_iou(sample, offsets))
+    """argmax(logits + offsets)'s mIoU on the sample: the mean over the classes labelled or predicted."""
+    return _miou(sample.labels, (sample.logits + np.asarray(offsets, dtype=np.float32)).argmax(axis=1),
+                 sample.num_classes)
 
 
 def fit_offsets(sample: PixelSample, steps: Sequence[float] = OFFSET_STEPS, rounds: int = OFFSET_ROUNDS) -> np.ndarray:
@@ -125,7 +126,7 @@ def fit_offsets(sample: PixelSample, steps: Sequence[float] = OFFSET_STEPS, roun
             for d in steps:
                 if d == 0:
                     continue
-                m = _mean(_iou(labels, np.where(margin + d > 0, c, other_pred), k))
+                m = _miou(labels, np.where(margin + d > 0, c, other_pred), k)
                 if m > best + 1e-9:
                     best, gain = m, d
             if gain:
