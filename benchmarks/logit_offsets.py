@@ -28,7 +28,8 @@ from unet_edge.runtime.torch_backend import TorchBackend
 
 
 def offsets_row(name: str, checkpoint: Path, data: str, precision: str = "auto") -> dict:
-    """Fit, fold and score one checkpoint; mIoU and IoU are fractions 0-1, ``seconds`` wall time."""
+    """Fit, fold and score one checkpoint; mIoU and IoU are fractions 0-1, ``fit_seconds`` the wall time
+    of sampling and fitting."""
     model, meta, _ = model_from_checkpoint(checkpoint)
     if meta.extra.get("logit_offsets"):
         raise SystemExit(f"{checkpoint} already holds logit offsets; give one without them")
