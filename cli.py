@@ -178,7 +178,8 @@ def train(
 
     On several processes: torchrun --standalone --nproc_per_node N cli.py train ... (DDP: gloo on
     CPU, NCCL on CUDA; rank 0 logs and writes the run folder)."""
-    from unet_edge.train import TrainConfig, parse_time_budget, train as run_train
+    from unet_edge.time_budget import parse_time_budget
+    from unet_edge.train import TrainConfig, train as run_train
 
     cfg = TrainConfig(
         data=str(data), out=str(out), data_format=data_format, preset=preset, dropout=dropout, epochs=epochs,
@@ -534,7 +535,7 @@ def demo(
     (TorchScript, ONNX FP32/FP16/INT8) -> stream a drive video through INT8 -> bench table.
     About 8 minutes on 2 CPU cores (training in --precision auto within --time-budget)."""
     from unet_edge.demo import run_demo
-    from unet_edge.train import parse_time_budget
+    from unet_edge.time_budget import parse_time_budget
 
     from benchmarks.runner import BenchOptions, run_bench
 

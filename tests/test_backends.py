@@ -17,6 +17,8 @@ import torch
 
 from unet_edge.artifacts import model_from_checkpoint, read_meta
 from unet_edge.errors import ArtifactError, DataError, UsageError
+from unet_edge.formats import CPU_TARGETS
+from unet_edge.host import probe_host
 from unet_edge.runtime.base import Capabilities, DimRange, canonical_device, device_label, dims
 from unet_edge.runtime.loader import load_backend
 from unet_edge.runtime.ort_backend import OrtBackend
@@ -58,12 +60,18 @@ def test_torch_capabilities_are_exact(tiny_run, tiny_export, restore_torch_threa
 
 @pytest.mark.parametrize("name,precision,variant", [("model_fp32.onnx", "fp32", ""), ("model_fp16.onnx", "fp16", ""),
                                                     ("model_int8.onnx", "int8", "tensorrt-qdq"),
-                                                    ("model_int8_cpu.onnx", "int8", "cpu-u8s8")])
+                                                    ("model_int8_cpu.onnx", "int8", "cpu")])
 def test_onnxruntime_capabilities_are_exact(tiny_export, name, precision, variant):
     path = tiny_export / name
     meta = read_meta(path)
     h, w = meta.input_size
-    target = meta.extra["quantization"]["target"] if variant == "cpu-u8s8" else None
+    target = None
+    if variant == "cpu":
+        # this host's INT8 family picks the scheme: full-range u8s8 on VNNI/AMX, 7-bit u8s8-w7 on AVX2
+        q = meta.extra["quantization"]
+        family = probe_host().int8_family
+        assert (q["target"], q["cpu_scheme"]) == (family, CPU_TARGETS[family]["schemes"][0])
+        variant, target = f"cpu-{q['cpu_scheme']}", q["target"]
     with _load(path) as b:
         caps = b.capabilities()
         assert caps == Capabilities(

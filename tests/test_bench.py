@@ -584,7 +584,8 @@ def test_plan_cuda_bf16_row_needs_compute_capability_8(checkpoint):
 
 def test_plan_notes_cpu_int8_made_for_another_int8_family(export_dir, tmp_path):
     """A CPU INT8 ONNX whose metadata says it was quantized for x86-vnni gets a note on an AVX2
-    host (x86-avx2 int8 kernels), none on a VNNI host; the TensorRT-scheme file never does."""
+    host (x86-avx2 int8 kernels), none on a VNNI host; the TensorRT Q/DQ file is noted on the AVX2
+    host only (its full-range weights saturate ONNX Runtime's AVX2 int8 kernels)."""
     import onnx
 
     from unet_edge.artifacts import read_meta
@@ -611,10 +612,13 @@ def test_plan_notes_cpu_int8_made_for_another_int8_family(export_dir, tmp_path):
                     "accuracy or speed; re-export here (unet-edge export --int8)"]
     assert cpu_row.status == "planned"  # noted, still timed: the measured mIoU shows what it costs
     assert not any("quantized for" in n for n in trt_row.notes)
+    assert [n for n in trt_row.notes if "saturate" in n] == [
+        "the TensorRT Q/DQ file: ONNX Runtime's int8 kernels on this x86-avx2 CPU saturate on its full-range "
+        "weights; model_int8_cpu.onnx is the INT8 file for ONNX Runtime here"]
     vnni = _host(("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"))
     assert vnni.int8_family == "x86-vnni"
-    cpu_row, _ = rows(vnni)
-    assert not any("quantized for" in n for n in cpu_row.notes)
+    cpu_row, trt_row = rows(vnni)
+    assert not any("quantized for" in n or "saturate" in n for n in cpu_row.notes + trt_row.notes)
 
 
 # ------------------------------------------------------------------------------------- host block

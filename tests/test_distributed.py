@@ -22,7 +22,8 @@ import torch
 
 from unet_edge.distributed import DistInfo, PeerFailedError, env_dist, rank_threads, state_dict_sha256
 from unet_edge.errors import DataError, UsageError
-from unet_edge.train import TrainConfig, batch_norm_mode, per_rank_batch, train
+from unet_edge.data.train_split import per_rank_batch
+from unet_edge.train import TrainConfig, batch_norm_mode, train
 
 from conftest import write_folder_dataset
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from unet_edge.artifacts import load_checkpoint
 from unet_edge.data.augment import train_transform
-from unet_edge.train import TrainConfig, class_frequencies, rare_classes, segmentation_loss, train
+from unet_edge.data.train_split import class_frequencies, rare_classes
+from unet_edge.train import TrainConfig, segmentation_loss, train
 
 
 def test_ohem_averages_only_the_hardest_labelled_pixels():

@@ -10,8 +10,10 @@ import unet_edge.train as train_mod
 from unet_edge.artifacts import load_checkpoint, model_from_checkpoint
 from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
-from unet_edge.train import (TrainConfig, class_frequencies, enet_class_weights, parse_time_budget, plan_epochs,
-                             segmentation_loss, train)
+from unet_edge.data.train_split import class_frequencies, enet_class_weights
+from unet_edge.seeding import rng_state, set_rng_state
+from unet_edge.time_budget import parse_time_budget, plan_epochs
+from unet_edge.train import TrainConfig, segmentation_loss, train
 
 from conftest import write_folder_dataset
 
@@ -94,11 +96,11 @@ def test_checkpoints_load_with_weights_only(tiny_run):
 def test_rng_state_round_trips_through_weights_only_save(tmp_path):
     import random
 
-    state = train_mod.rng_state()
+    state = rng_state()
     torch.save(state, tmp_path / "rng.pt")
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(123), np.random.seed(123), random.seed(123)
-    train_mod.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
 

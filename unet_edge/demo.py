@@ -25,7 +25,8 @@ from .precision import choose_precision
 from .runtime.loader import load_backend
 from .runtime.stream import stream
 from .runtime.torch_backend import resolve_device
-from .train import TrainConfig, format_duration, precision_label, train
+from .time_budget import format_duration
+from .train import TrainConfig, precision_label, train
 
 DEMO_SIZE = (240, 320)
 #: everything, synth to bench (seconds)

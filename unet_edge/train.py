@@ -17,7 +17,7 @@ still reaches its final LR. See :func:`train`.
 
 Run folders: one process at a time (:class:`unet_edge.locks.FolderLock`); an existing run is
 continued only with ``resume`` and replaced only with ``exist_ok``. Every random stream of epoch
-``e`` is seeded from ``(seed, e)`` (:func:`seed_epoch`), so a run resumed from ``last.pt`` sees
+``e`` is seeded from ``(seed, e)`` (:func:`~unet_edge.data.train_split.seed_epoch`), so a run resumed from ``last.pt`` sees
 the batches and augmentations of the uninterrupted run. Checkpoints hold tensors and plain Python
 data only (they load with ``torch.load(weights_only=True)``).
 """
@@ -29,7 +29,6 @@ import csv
 import json
 import math
 import numbers
-import random
 import re
 import shlex
 import sys
@@ -44,8 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .artifacts import load_checkpoint, model_from_checkpoint
-from .data.augment import reseed, train_transform
-from .data.layouts import DatasetInfo, SegDataset, load_dataset
+from .data.train_split import TrainData, build_train_data, per_rank_batch, seed_epoch
 from .distributed import DistInfo, env_dist, init_from_env, rank_identity, rank_threads, shutdown, state_dict_sha256
 from .errors import ArtifactError, DataError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
@@ -56,14 +54,11 @@ from .logit_offsets import PIXELS_PER_IMAGE, fit_offsets, fold_offsets, sample_m
 from .metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from .model import PRESETS, UNet, UNetConfig, config_from_preset, count_parameters
 from .precision import PrecisionChoice, choose_precision
-from .preprocess import normalize
 from .progress import make_progress
 from .runtime.torch_backend import TorchBackend, resolve_device
+from .seeding import rng_state, seed_everything, set_rng_state
+from .time_budget import TIME_BUDGET_MARGIN, ScheduleWarp, epochs_cost, format_duration, plan_epochs
 
-#: With a time budget every plan ends at ``(1 - TIME_BUDGET_MARGIN) * budget``; an epoch-end
-#: forecast re-plans only when it passes ``(1 - TIME_BUDGET_MARGIN / 2) * budget`` (hysteresis: a
-#: few percent of timing noise does not cost an epoch).
-TIME_BUDGET_MARGIN = 0.08
 #: timed training steps of the calibration (after one untimed warm-up step).
 CALIB_STEPS = 3
 #: validation images timed by the calibration (the cost is scaled to the whole split).
@@ -78,9 +73,6 @@ RUN_FILES = ("best.pt", "last.pt", "log.csv", "curves.png", "summary.json")
 RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr", "weight_decay", "schedule",
                   "warmup_epochs", "class_weights", "dice_weight", "seed", "limit", "sync_bn", "scale", "ema",
                   "ohem", "rare_crop")
-#: ``--rare-crop``: a class is rare when it holds less than this share of the labelled training pixels.
-RARE_CLASS_FREQ = 0.02
-
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
 
@@ -100,7 +92,7 @@ class TrainConfig:
     of an exponential moving average of the weights that is validated and saved instead of the raw
     weights (0 = off; e.g. 0.995); ``ohem`` the share of the hardest labelled pixels the
     cross-entropy keeps (online hard example mining, 0 = all pixels); ``rare_crop`` the probability
-    that a crop is centred on a rare class (below :data:`RARE_CLASS_FREQ` of the pixels, 0 = off).
+    that a crop is centred on a rare class (below :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off).
     ``logit_offsets``: after the last epoch fit per-class logit offsets for mIoU on training
     pixels and fold them into ``best.pt``'s head when they raise val mIoU (:func:`_fit_logit_offsets`);
     not a recipe option. ``channels_last``: train in the NHWC memory format (always on CUDA; on CPU 1.47x faster steps
@@ -196,43 +188,6 @@ _CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
 )
 
 
-_UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
-          "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
-          "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0}
-_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
-
-
-def parse_time_budget(text: str | float | int) -> float:
-    """A time budget in seconds from ``90s``, ``20m``, ``1.5h`` or plain minutes (``45``, ``45.5``).
-
-    Units: ``s``/``sec``/``seconds``, ``m``/``min``/``minutes``, ``h``/``hr``/``hours`` (any case).
-    A number without a unit (str, int or float) is minutes (Ultralytics' ``time`` takes hours).
-
-    Raises:
-        UsageError: unparsable text, an unknown unit, or a budget that is not positive and finite.
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value, unit = float(text), "m"
-    else:
-        m = _BUDGET_RE.match(str(text))
-        if not m or m.group(2).lower() not in ("", *_UNITS):
-            raise UsageError(f"--time-budget must look like 90s, 20m, 1.5h or plain minutes (45); got {text!r}")
-        value, unit = float(m.group(1)), m.group(2).lower() or "m"
-    seconds = value * _UNITS[unit]
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise UsageError(f"--time-budget must be positive; got {text!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """``90s``, ``10m``, ``1.5h``: a duration in seconds, short, as :func:`parse_time_budget` reads it."""
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.3g}m"
-    return f"{seconds / 3600:.3g}h"
-
-
 def precision_label(choice: PrecisionChoice, device: str) -> str:
     """``bf16 autocast``, ``fp16 autocast + GradScaler`` (CUDA) or ``fp32``."""
     if not choice.autocast:
@@ -241,226 +196,9 @@ def precision_label(choice: PrecisionChoice, device: str) -> str:
     return f"{choice.precision} autocast" + (" + GradScaler" if scaled else "")
 
 
-def plan_epochs(available_s: float, first_epoch: int, max_epochs: int, train_s: float, val_s: float,
-                val_every: int = 1) -> int:
-    """The largest final epoch N in ``[first_epoch, max_epochs]`` whose epochs ``first_epoch..N``
-    fit in ``available_s`` seconds, each costing ``train_s`` plus ``val_s`` when it validates
-    (every ``val_every``-th epoch and always the final one). At least ``first_epoch``, even when
-    that one does not fit."""
-    best, before = first_epoch, 0.0  # before: cost of the epochs first_epoch..e-1 as non-final ones
-    for e in range(first_epoch, max_epochs + 1):
-        if before + train_s + val_s > available_s:
-            break
-        best = e
-        before += train_s + (val_s if e % val_every == 0 else 0.0)
-    return best
-
-
-@dataclass
-class ScheduleWarp:
-    """Maps a real optimizer step to the step of the LR schedule it runs at (piecewise linear).
-
-    The schedule has ``total`` steps. From real step ``real0`` (where the schedule stood at
-    ``virt0``) each real step advances the schedule by ``rate`` steps. :meth:`fit` re-aims the rest
-    of the schedule at a new real end, so a shortened run still ends on the schedule's final LR.
-    """
-
-    total: int
-    real0: int = 0
-    virt0: float = 0.0
-    rate: float = 1.0
-
-    @property
-    def identity(self) -> bool:
-        return self.rate == 1.0 and self.virt0 == self.real0
-
-    def __call__(self, step: int) -> float:
-        return min(float(self.total), self.virt0 + (step - self.real0) * self.rate)
-
-    def fit(self, step: int, virt: float, end_step: int) -> None:
-        """From real ``step`` (schedule at ``virt``), reach the schedule's end at real ``end_step``."""
-        self.real0, self.virt0 = step, float(virt)
-        self.rate = (self.total - self.virt0) / max(1, end_step - step)
-        if self.virt0 == step and end_step == self.total:
-            self.virt0, self.rate = float(step), 1.0
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators (torch: CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The 64-bit seed of epoch ``epoch`` of a run seeded ``seed`` on rank ``rank`` (0 for one
-    process); depends on nothing else."""
-    key = [seed, epoch] + ([rank] if rank else [])
-    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
-
-
-def rng_state(cuda: bool = False) -> dict:
-    """The global random streams as tensors and plain lists (loadable with ``weights_only=True``):
-    ``{"torch": uint8 tensor, "numpy": [name, [624 ints], pos, has_gauss, cached], "python":
-    [version, [625 ints], gauss], "cuda": [uint8 tensor per device] (only when ``cuda``)}``."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    d = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-         "python": [version, list(internal), gauss]}
-    if cuda:
-        d["cuda"] = torch.cuda.get_rng_state_all()
-    return d
-
-
-def set_rng_state(d: dict) -> None:
-    """Restore the streams saved by :func:`rng_state` (the CUDA ones only where this host has as
-    many CUDA devices as the saving one)."""
-    torch.set_rng_state(d["torch"])
-    name, keys, pos, has_gauss, cached = d["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = d["python"]
-    random.setstate((version, tuple(internal), gauss))
-    cuda = d.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
 def _plain(obj):
     """``obj`` with numpy scalars/arrays as Python numbers/lists and tuples as lists (JSON types)."""
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, (np.generic, np.ndarray)) else str(o)))
-
-
-def _load_split(ds: SegDataset, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    n = len(ds) if limit is None else min(limit, len(ds))
-    return [ds[i] for i in range(n)]
-
-
-def class_frequencies(masks: list[np.ndarray], num_classes: int) -> np.ndarray:
-    """The share of labelled pixels of each class id ``0..num_classes-1`` in ``masks`` (ids >=
-    ``num_classes``, the ignore index among them, not counted). Returns float64 (num_classes,)."""
-    counts = np.zeros(num_classes, dtype=np.float64)
-    for m in masks:
-        counts += np.bincount(m.reshape(-1), minlength=256)[:num_classes]
-    return counts / max(counts.sum(), 1)
-
-
-def enet_class_weights(freqs: np.ndarray, c: float = 1.02) -> np.ndarray:
-    """ENet class weighting w_c = 1 / ln(c + p_c), ``freqs`` the pixel frequencies p_c of
-    :func:`class_frequencies` (Paszke et al. 2016, arXiv:1606.02147). Returns float32 (num_classes,)."""
-    return (1.0 / np.log(c + np.asarray(freqs, dtype=np.float64))).astype(np.float32)
-
-
-def rare_classes(freqs: np.ndarray, freq: float = RARE_CLASS_FREQ) -> tuple[int, ...]:
-    """The class ids present (``freqs`` of :func:`class_frequencies` > 0) but holding less than
-    ``freq`` of the labelled pixels."""
-    p = np.asarray(freqs, dtype=np.float64)
-    return tuple(int(c) for c in np.flatnonzero((p > 0) & (p < freq)))
-
-
-class _AugmentedSplit(torch.utils.data.Dataset):
-    """The in-memory training pairs, augmented and normalized; ``seen`` lists the indices read
-    (the loader runs in this process: ``num_workers=0``), so a rank can say which images it trained on."""
-
-    def __init__(self, items, transform, mean, std):
-        self.items, self.transform, self.mean, self.std = items, transform, mean, std
-        self.seen: list[int] = []
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        self.seen.append(int(i))
-        img, mask = self.items[i]
-        out = self.transform(image=img, mask=mask)
-        x = normalize(out["image"], self.mean, self.std)
-        return torch.from_numpy(x), torch.from_numpy(out["mask"].astype(np.int64))
-
-
-@dataclass
-class _Data:
-    """The splits of a run: ``train_items`` (image RGB uint8 (H, W, 3), mask (H, W)) pairs in
-    memory, ``val_ds`` read lazily (its first ``n_val`` images are scored), the augmentation and
-    the shuffling loader, and the class weights (float32 (K,) on the device, or None)."""
-
-    info: DatasetInfo
-    train_items: list
-    val_ds: SegDataset
-    n_val: int
-    input_size: tuple[int, int]
-    crop: tuple[int, int]
-    transform: object  # the albumentations Compose of data.augment.train_transform
-    loader: torch.utils.data.DataLoader
-    weight: torch.Tensor | None
-    sampler: torch.utils.data.DistributedSampler | None = None  # several ranks: this rank's shard
-    rare_classes: tuple[int, ...] = ()  # the classes ``--rare-crop`` centres crops on
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.loader)
-
-
-def per_rank_batch(batch_size: int, world_size: int) -> int:
-    """The images one rank takes per step when ``batch_size`` is the global batch.
-
-    Raises:
-        UsageError: ``batch_size`` not a multiple of ``world_size``.
-    """
-    if batch_size % world_size:
-        raise UsageError(f"--batch-size {batch_size} is the global batch; it must be a multiple of the {world_size} "
-                         f"processes (e.g. {max(1, batch_size // world_size) * world_size}), each taking an equal share")
-    return batch_size // world_size
-
-
-def _build_data(cfg: TrainConfig, device: str, dist: DistInfo) -> _Data:
-    """Load the splits and build the loader: one shuffling loader, or under torchrun a
-    ``DistributedSampler`` giving each rank its own ``1 / world_size`` of the images (the same
-    count on every rank, so every rank runs the same steps). Raises DataError for dataset
-    problems, UsageError for a batch or dataset the ranks cannot share."""
-    train_ds = load_dataset(cfg.data, "train", cfg.data_format)
-    val_ds = load_dataset(cfg.data, "val", cfg.data_format)
-    info = train_ds.info
-    items = _load_split(train_ds, cfg.limit)
-    n_val = len(val_ds) if cfg.limit is None else min(cfg.limit, len(val_ds))
-    input_size = tuple(cfg.input_size) if cfg.input_size else tuple(items[0][0].shape[:2])
-    crop = (min(cfg.crop[0], input_size[0] * 2), min(cfg.crop[1], input_size[1] * 2))
-    weight, rare = None, ()
-    enet = cfg.class_weights == "enet" and not info.binary
-    if enet or cfg.rare_crop > 0:
-        freqs = class_frequencies([m for _, m in items], info.num_logits)
-        weight = torch.from_numpy(enet_class_weights(freqs)).to(device) if enet else None
-        rare = rare_classes(freqs) if cfg.rare_crop > 0 else ()
-    transform = train_transform(crop, info.ignore_index, scale=tuple(cfg.scale), seed=cfg.seed, rare_classes=rare,
-                                rare_p=cfg.rare_crop)
-    split = _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD)
-    batch, sampler, shard = per_rank_batch(cfg.batch_size, dist.world_size), None, len(items)
-    if dist.world_size > 1:
-        if len(items) < dist.world_size:
-            raise UsageError(f"{len(items)} training image(s) cannot be shared by {dist.world_size} processes; "
-                             "use fewer processes or more images (--limit)")
-        sampler = torch.utils.data.DistributedSampler(split, num_replicas=dist.world_size, rank=dist.rank,
-                                                      shuffle=True, seed=cfg.seed, drop_last=True)
-        shard = len(items) // dist.world_size
-    loader = torch.utils.data.DataLoader(
-        split, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=shard > batch, num_workers=0,
-        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.startswith("cuda"),
-    )
-    return _Data(info, items, val_ds, n_val, input_size, crop, transform, loader, weight, sampler, rare)
-
-
-def seed_epoch(seed: int, epoch: int, data: _Data, rank: int = 0) -> None:
-    """Seed every stream epoch ``epoch`` draws from by :func:`epoch_seed` alone: torch (CPU and
-    CUDA: dropout), numpy, ``random``, the loader's shuffle (under torchrun the
-    ``DistributedSampler``'s, from ``(seed, epoch)``, the same permutation on every rank) and the
-    augmentation (rank ``rank``'s own stream). So the batches and augmentations of an epoch do not
-    depend on what ran before it, and a resumed run sees exactly those of the uninterrupted run."""
-    s = epoch_seed(seed, epoch, rank)
-    torch.manual_seed(s)
-    np.random.seed(s % 2**32)
-    random.seed(s)
-    data.loader.generator.manual_seed(s)
-    if data.sampler is not None:
-        data.sampler.set_epoch(epoch)
-    reseed(data.transform, s)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
@@ -588,7 +326,7 @@ class _Setup:
     threads: int
     host: HostInfo
     choice: PrecisionChoice
-    data: _Data
+    data: TrainData
     arch: UNetConfig
     meta: ModelMeta
     log: Callable[[str], None]
@@ -748,7 +486,7 @@ def _setup(cfg: TrainConfig, out: Path, log, dist: DistInfo, device: str) -> _Se
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     sync_bn = batch_norm_mode(cfg.sync_bn, device, dist.world_size)
-    data = _build_data(cfg, device, dist)
+    data = build_train_data(cfg, device, dist.world_size, dist.rank)
     info = data.info
     arch = config_from_preset(cfg.preset, info.num_logits, cfg.dropout)
     meta = ModelMeta(
@@ -979,12 +717,12 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     the rest of the schedule. Returns whether ``st.epochs`` changed."""
     cfg, budget, c = s.cfg, s.budget, st.costs
     c["train_s"] = _clock() - res.t0 - (res.val_s or 0.0)
-    forecast = _committed(s, st) + _epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every)
+    forecast = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every)
     if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
         return _extend(s, st, res, forecast)
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, st.epochs,
                       c["train_s"], c["val_s"], cfg.val_every)
-    over = _committed(s, st) + _epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every) > budget
+    over = _committed(s, st) + epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every) > budget
     s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c['train_s'] + (res.val_s or 0.0))}, "
           f"forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
           + (f"{new} epochs instead of {st.epochs} (rest of the schedule compressed)" if new < st.epochs
@@ -1010,7 +748,7 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     if st.epochs >= cfg.epochs:
         return False
     worst = max([c["train_s"]] + [float(h["epoch_seconds"]) for h in st.history[-3:]])
-    slow = _committed(s, st) + _epochs_cost(st.epoch + 1, st.epochs, worst, c["val_s"], cfg.val_every)
+    slow = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, worst, c["val_s"], cfg.val_every)
     if slow > budget * (1 - 1.5 * TIME_BUDGET_MARGIN):
         return False
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, cfg.epochs,
@@ -1326,12 +1064,6 @@ def _fit_logit_offsets(s: _Setup, st: RunState) -> dict | None:
           f"{before['miou']:.4f} -> {after['miou']:.4f}; "
           + (f"folded into {s.best_path}" if kept else f"not kept, {s.best_path} unchanged"))
     return record
-
-
-def _epochs_cost(first: int, last: int, train_s: float, val_s: float, val_every: int) -> float:
-    """Seconds of epochs ``first..last`` (``last`` final, so validated)."""
-    n_val = sum(1 for e in range(first, last) if e % val_every == 0) + (1 if last >= first else 0)
-    return (last - first + 1) * train_s + n_val * val_s
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

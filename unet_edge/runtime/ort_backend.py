@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, HostMismatchWarning
+from ..formats import artifact
 from ..host import probe_cpu, resolve_threads
 from ..metadata import ModelMeta
 from .base import Backend, Capabilities, canonical_device, check_device, device_label, dims
@@ -21,18 +22,36 @@ def int8_target(meta: ModelMeta) -> str | None:
     return q.get("target") or "x86-vnni"
 
 
+#: INT8 kernel families whose ONNX Runtime CPU kernels saturate on full-range int8 weights (u8 x s8
+#: pair sums in int16, :data:`unet_edge.formats.CPU_TARGETS`): there the TensorRT Q/DQ file, which
+#: TensorRT needs with full-range weights, loses accuracy (camvid-edge v4 on an AVX2-only EPYC:
+#: val mIoU 0.6450 -> 0.5450, benchmarks/reports/camvid-x86-avx2).
+SATURATING_FAMILIES = ("x86-avx2",)
+
+
 def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
-    """Warn (:class:`HostMismatchWarning`) and return the message when a CPU INT8 file made for
-    one INT8 kernel family runs on a CPU of another; None when they match or it is no such file."""
+    """Warn (:class:`HostMismatchWarning`) and return the message when an INT8 file runs on ONNX
+    Runtime's CPU kernels that do not compute it as its export measured: a CPU INT8 file made for
+    another INT8 kernel family, or the TensorRT Q/DQ file on a family of :data:`SATURATING_FAMILIES`.
+    None otherwise (and for files that are not INT8)."""
+    q = meta.extra.get("quantization") or {}
     target = int8_target(meta)
-    if target is None:
+    if target is None and q.get("scheme") != "tensorrt":
         return None
     host = host or probe_cpu()
-    if target == host.int8_family:
+    if target is None:
+        if host.int8_family not in SATURATING_FAMILIES:
+            return None
+        msg = (f"{path} is the TensorRT Q/DQ file (full-range int8 weights, for TensorRT): ONNX Runtime's int8 "
+               f"kernels on this {host.cpu_class} CPU (no VNNI) saturate on it and lose accuracy (camvid-edge: "
+               f"-10 mIoU points); on this CPU run {artifact('onnx_int8_cpu').file}, made for {host.int8_family} "
+               "by `unet-edge export ... --int8` on this host")
+    elif target == host.int8_family:
         return None
-    msg = (f"{path} was quantized for {target} CPUs but this host is {host.cpu_class} ({host.int8_family} int8 "
-           f"kernels): its accuracy and speed here are not what its export measured; re-export on this host "
-           f"(`unet-edge export ... --int8`) or with --int8-target {host.int8_family}")
+    else:
+        msg = (f"{path} was quantized for {target} CPUs but this host is {host.cpu_class} ({host.int8_family} int8 "
+               f"kernels): its accuracy and speed here are not what its export measured; re-export on this host "
+               f"(`unet-edge export ... --int8`) or with --int8-target {host.int8_family}")
     warnings.warn(msg, HostMismatchWarning, stacklevel=3)
     return msg
 
@@ -51,7 +70,8 @@ class OrtBackend(Backend):
             quantization), which shows the accuracy of the scales apart from the integer kernels.
 
     Warns:
-        HostMismatchWarning: a CPU INT8 file made for another INT8 kernel family (:func:`check_int8_host`).
+        HostMismatchWarning: a CPU INT8 file made for another INT8 kernel family, or the TensorRT Q/DQ
+            file on CPU kernels that saturate on it (:func:`check_int8_host`).
 
     Raises:
         UsageError: an unknown device.
