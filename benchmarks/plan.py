@@ -30,7 +30,7 @@ from unet_edge.metadata import ModelMeta
 from unet_edge.openvino_ir import ir_input_shape, ir_weights_path
 from unet_edge.precision import EMULATED_BF16_COST, cuda_native_bf16
 from unet_edge.pt2_archive import aoti_package_metadata, host_can_run_aoti, rule_accepts, stored_shape_rule
-from unet_edge.runtime.ort_backend import SATURATING_FAMILIES, int8_target
+from unet_edge.runtime.ort_backend import int8_target, tensorrt_file_saturates
 from unet_edge.zoo import resolve_artifact
 
 #: Model files of an export folder in row order (:func:`unet_edge.formats.export_files`).
@@ -160,11 +160,10 @@ def _same_model(metas: dict[Path, ModelMeta]) -> None:
 def int8_host_note(meta: ModelMeta, host: HostInfo) -> str | None:
     """The note of a CPU INT8 ONNX quantized for another INT8 kernel family than ``host``'s
     (``quantization.target``, :func:`unet_edge.runtime.ort_backend.int8_target`), or of the TensorRT
-    Q/DQ file on a CPU whose ONNX Runtime int8 kernels saturate on it (:data:`SATURATING_FAMILIES`);
+    Q/DQ file on a CPU whose ONNX Runtime int8 kernels saturate on it (:func:`tensorrt_file_saturates`);
     None when the families match or the file is neither."""
     target = int8_target(meta)
-    if (target is None and (meta.extra.get("quantization") or {}).get("scheme") == "tensorrt"
-            and host.int8_family in SATURATING_FAMILIES):
+    if tensorrt_file_saturates(meta, host):
         return (f"the TensorRT Q/DQ file: ONNX Runtime's int8 kernels on this {host.int8_family} CPU saturate on its "
                 f"full-range weights; {artifact('onnx_int8_cpu').file} is the INT8 file for ONNX Runtime here")
     if target not in INT8_FAMILIES or target == host.int8_family:

@@ -29,18 +29,24 @@ def int8_target(meta: ModelMeta) -> str | None:
 SATURATING_FAMILIES = ("x86-avx2",)
 
 
+def tensorrt_file_saturates(meta: ModelMeta, host) -> bool:
+    """True for the TensorRT Q/DQ file (``quantization.scheme`` ``tensorrt``) on a CPU of
+    :data:`SATURATING_FAMILIES`, whose ONNX Runtime int8 kernels lose accuracy on it."""
+    q = meta.extra.get("quantization") or {}
+    return q.get("scheme") == "tensorrt" and host.int8_family in SATURATING_FAMILIES
+
+
 def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
     """Warn (:class:`HostMismatchWarning`) and return the message when an INT8 file runs on ONNX
     Runtime's CPU kernels that do not compute it as its export measured: a CPU INT8 file made for
     another INT8 kernel family, or the TensorRT Q/DQ file on a family of :data:`SATURATING_FAMILIES`.
     None otherwise (and for files that are not INT8)."""
-    q = meta.extra.get("quantization") or {}
     target = int8_target(meta)
-    if target is None and q.get("scheme") != "tensorrt":
+    if target is None and (meta.extra.get("quantization") or {}).get("scheme") != "tensorrt":
         return None
     host = host or probe_cpu()
     if target is None:
-        if host.int8_family not in SATURATING_FAMILIES:
+        if not tensorrt_file_saturates(meta, host):
             return None
         msg = (f"{path} is the TensorRT Q/DQ file (full-range int8 weights, for TensorRT): ONNX Runtime's int8 "
                f"kernels on this {host.cpu_class} CPU (no VNNI) saturate on it and lose accuracy (camvid-edge: "
