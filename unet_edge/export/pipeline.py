@@ -35,7 +35,7 @@ from ..preprocess import preprocess_batch
 from ..provenance import SHA_KEY, source_record
 from ..pt2_archive import MARCH_FLAGS, shape_rule
 from ..runtime.openvino_backend import OpenVinoBackend
-from ..runtime.ort_backend import OrtBackend
+from ..runtime.ort_backend import OrtBackend, is_tensorrt_qdq
 from ..runtime.pt2_backend import AotiBackend, ExportedProgramBackend
 from ..runtime.torch_backend import TorchBackend, TorchScriptBackend
 from ..transaction import StagedFolder
@@ -339,7 +339,7 @@ class _Scorer:
         if key not in self._done:
             meta = read_meta(path)
             with warnings.catch_warnings():
-                if (meta.extra.get("quantization") or {}).get("scheme") == "tensorrt":
+                if is_tensorrt_qdq(meta):
                     # its CPU-kernel run is scored on purpose: the INT8 check reports that effect apart
                     # from the scales' (fake-quant), so the runtime's warning would only repeat it
                     warnings.simplefilter("ignore", HostMismatchWarning)

@@ -22,6 +22,11 @@ def int8_target(meta: ModelMeta) -> str | None:
     return q.get("target") or "x86-vnni"
 
 
+def is_tensorrt_qdq(meta: ModelMeta) -> bool:
+    """True for the TensorRT Q/DQ file (``quantization.scheme`` ``tensorrt``: full-range symmetric int8)."""
+    return (meta.extra.get("quantization") or {}).get("scheme") == "tensorrt"
+
+
 #: INT8 kernel families whose ONNX Runtime CPU kernels saturate on full-range int8 weights (u8 x s8
 #: pair sums in int16, :data:`unet_edge.formats.CPU_TARGETS`): there the TensorRT Q/DQ file, which
 #: TensorRT needs with full-range weights, loses accuracy (camvid-edge v4 on an AVX2-only EPYC:
@@ -32,8 +37,7 @@ SATURATING_FAMILIES = ("x86-avx2",)
 def tensorrt_file_saturates(meta: ModelMeta, host) -> bool:
     """True for the TensorRT Q/DQ file (``quantization.scheme`` ``tensorrt``) on a CPU of
     :data:`SATURATING_FAMILIES`, whose ONNX Runtime int8 kernels lose accuracy on it."""
-    q = meta.extra.get("quantization") or {}
-    return q.get("scheme") == "tensorrt" and host.int8_family in SATURATING_FAMILIES
+    return is_tensorrt_qdq(meta) and host.int8_family in SATURATING_FAMILIES
 
 
 def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
@@ -42,7 +46,7 @@ def check_int8_host(meta: ModelMeta, path: str, host=None) -> str | None:
     another INT8 kernel family, or the TensorRT Q/DQ file on a family of :data:`SATURATING_FAMILIES`.
     None otherwise (and for files that are not INT8)."""
     target = int8_target(meta)
-    if target is None and (meta.extra.get("quantization") or {}).get("scheme") != "tensorrt":
+    if target is None and not is_tensorrt_qdq(meta):
         return None
     host = host or probe_cpu()
     if target is None:
