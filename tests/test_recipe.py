@@ -24,6 +24,23 @@ def test_ohem_averages_only_the_hardest_labelled_pixels():
     assert segmentation_loss(logits, target, 255, ohem=0.25) > segmentation_loss(logits, target, 255)
 
 
+def test_ohem_ranks_pixels_unweighted_and_then_weights_the_kept_ones():
+    """Class weights must not decide which pixels are hard (else a common class, weighted low,
+    is never kept and never learnt): the kept set is the unweighted top share."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 3, 8, 8, generator=g)
+    target = torch.randint(0, 3, (1, 8, 8), generator=g)
+    weight = torch.tensor([0.01, 1.0, 100.0])
+    pix = F.cross_entropy(logits, target, reduction="none").flatten()
+    keep = pix.argsort()[-16:]
+    w = weight[target.flatten()[keep]]
+    expected = (w * pix[keep]).sum() / w.sum()
+    got = segmentation_loss(logits, target, 255, weight=weight, ohem=0.25)
+    assert got.item() == pytest.approx(expected.item())
+    by_weighted = (weight[target.flatten()] * pix).argsort()[-16:]
+    assert set(by_weighted.tolist()) != set(keep.tolist())  # the two rankings differ on this input
+
+
 def test_rare_classes_are_the_present_classes_under_the_share():
     m = np.zeros((100, 100), np.uint8)  # class 0: the rest
     m[:30] = 1                            # 30 %

@@ -206,10 +206,13 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     """Loss on logits (N, K, H, W) float and target (N, H, W) int64 with ``ignore_index``.
 
     K > 1: weighted cross-entropy; K == 1: binary cross-entropy on the non-ignored pixels. With
-    ``ohem`` in (0, 1) the cross-entropy averages only the ``ohem`` share of labelled pixels with
-    the highest loss (online hard example mining, Shrivastava et al. 2016, as PSPNet/BiSeNet code
-    uses it for segmentation). Plus ``dice_weight`` times the soft Dice loss (Milletari et al.,
-    V-Net, 2016) over non-ignored pixels.
+    ``ohem`` in (0, 1) the cross-entropy keeps only the ``ohem`` share of labelled pixels with
+    the highest *unweighted* loss (online hard example mining, Shrivastava et al. 2016, as PIDNet's
+    and BiSeNet's ``OhemCrossEntropy`` rank pixels by the target class's probability) and takes
+    their ``weight``-weighted mean (sum of w * ce over sum of w, as ``F.cross_entropy`` does):
+    ranking by the weighted loss would keep almost only rare-class pixels, and Sky or Road would
+    never be learnt. Plus ``dice_weight`` times the soft Dice loss (Milletari et al., V-Net, 2016)
+    over non-ignored pixels.
     """
     logits = logits.float()
     valid = target != ignore_index
@@ -220,8 +223,13 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
         onehot = t.unsqueeze(1)
     else:
         if ohem > 0:
-            pix = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")[valid]
-            loss = pix.topk(max(1, int(ohem * pix.numel()))).values.mean() if pix.numel() else logits.sum() * 0
+            pix = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")[valid]
+            if pix.numel():
+                keep = pix.topk(max(1, int(ohem * pix.numel()))).indices
+                w = weight[target[valid][keep]] if weight is not None else torch.ones_like(pix[keep])
+                loss = (w * pix[keep]).sum() / w.sum()
+            else:
+                loss = logits.sum() * 0
         else:
             loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
         probs = logits.softmax(1)
