@@ -5,7 +5,8 @@ mIoU and per-class IoU of ``best.pt``, and the change against the first run (the
     python -m benchmarks.ablation runs/ablate/baseline runs/ablate/ema099 ... \\
         --out benchmarks/reports/ablation-x86-amx-8m --title "CamVid, --time-budget 8m"
 
-Reads only ``summary.json`` and ``best.pt`` (weights-only load) of each folder.
+Reads only ``summary.json`` and ``best.pt`` (weights-only load) of each folder. ``--previous
+ablation.json`` keeps the rows of an earlier report with the same baseline whose folders are gone.
 """
 from __future__ import annotations
 
@@ -60,22 +61,42 @@ def _diff(cfg: dict, base: dict) -> str:
 def table(runs: list[dict]) -> tuple[list[dict], str]:
     """Rows (dicts) and a Markdown table; the first run is the baseline of the deltas (points)."""
     base = runs[0]
-    classes = list(base["per_class"])
-    rows, lines = [], []
+    rows = [{"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
+             "minutes": r["minutes"], "miou": round(r["miou"], 4),
+             "delta_points": round(100 * (r["miou"] - base["miou"]), 2),
+             "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()},
+             "offsets_points": r.get("offsets_points")} for r in runs]
+    return rows, _markdown(rows)
+
+
+def merge_previous(rows: list[dict], previous: list[dict]) -> list[dict]:
+    """This table's ``rows`` (:func:`table`; the first is the baseline) with the rows of an earlier
+    report (its ``ablation.json`` ``rows``) whose run folders are gone: those of ``previous`` not
+    named in ``rows`` follow the baseline, in their order, values as reported then.
+
+    Raises:
+        ArtifactError: ``previous`` has another baseline (first row: other name or val mIoU), so its
+        deltas would not compare with these.
+    """
+    base, old = rows[0], previous[0]
+    if (old["run"], old["miou"]) != (base["run"], base["miou"]):
+        raise ArtifactError(f"the earlier report's baseline is {old['run']} ({old['miou']}), this table's "
+                            f"{base['run']} ({base['miou']}); pass the same baseline run first")
+    names = {r["run"] for r in rows}
+    return [base] + [r for r in previous[1:] if r["run"] not in names] + rows[1:]
+
+
+def _markdown(rows: list[dict]) -> str:
+    """The Markdown table of ``rows`` (:func:`table`'s or :func:`merge_previous`'s dicts)."""
+    classes = list(rows[0]["per_class_iou"])
     head = ["run", "changed", "epochs", "min", "val mIoU", "vs base", "offsets"] + classes
-    lines += ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
-    for r in runs:
-        delta = 100 * (r["miou"] - base["miou"])
-        row = {"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
-               "minutes": r["minutes"], "miou": round(r["miou"], 4), "delta_points": round(delta, 2),
-               "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()},
-               "offsets_points": r.get("offsets_points")}
-        rows.append(row)
-        cells = [r["name"], row["changed"], str(r["epochs"]), f"{r['minutes']}", f"{r['miou']:.4f}",
-                 "" if r is base else f"{delta:+.2f}",
-                 "-" if r.get("offsets_points") is None else f"{r['offsets_points']:+.2f}"] + [f"{r['per_class'][c]:.2f}" for c in classes]
-        lines.append("| " + " | ".join(cells) + " |")
-    return rows, "\n".join(lines)
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
+    for i, r in enumerate(rows):
+        off = r.get("offsets_points")
+        cells = [r["run"], r["changed"], str(r["epochs"]), f"{r['minutes']}", f"{r['miou']:.4f}",
+                 "" if i == 0 else f"{r['delta_points']:+.2f}", "-" if off is None else f"{off:+.2f}"]
+        lines.append("| " + " | ".join(cells + [f"{r['per_class_iou'][c]:.2f}" for c in classes]) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,10 +105,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="Ablation")
     p.add_argument("--notes", default="", help="text (Markdown) placed under the table")
+    p.add_argument("--previous", default=None,
+                   help="an earlier ablation.json with the same baseline: keep its rows whose run folders are gone")
     a = p.parse_args(argv)
     runs = [read_run(f) for f in a.runs]
     rows, md = table(runs)
     hosts = sorted({r["host"] for r in runs})
+    if a.previous:
+        import json
+
+        earlier = json.loads(Path(a.previous).read_text())
+        rows = merge_previous(rows, earlier["rows"])
+        md = _markdown(rows)
+        hosts = sorted(set(hosts) | set(earlier.get("hosts", [])))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "ablation.json", {"title": a.title, "hosts": hosts, "rows": rows})

@@ -48,6 +48,14 @@ def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_pat
     off = tiny_run["summary"]["logit_offsets"]  # logit_offsets is no recipe difference, but its gain has a column
     assert rows[0]["offsets_points"] == pytest.approx(100 * (off["val_miou_after"] - off["val_miou_before"]), abs=0.006)
     assert "| ema | ema=0.99 |" in md
+    from benchmarks.ablation import merge_previous
+
+    gone = {**rows[1], "run": "dice05", "changed": "dice_weight=0.5", "miou": 0.5}
+    merged = merge_previous(rows, [rows[0], gone, {**rows[1], "miou": 0.0}])  # ema is on disk: today's row wins
+    assert [(r["run"], r["miou"]) for r in merged] == [("baseline", rows[0]["miou"]), ("dice05", 0.5),
+                                                       ("ema", rows[1]["miou"])]
+    with pytest.raises(ArtifactError, match="the earlier report's baseline is ema"):
+        merge_previous(rows, [rows[1], gone])
     (other / "summary.json").unlink()
     with pytest.raises(ArtifactError, match="is the run finished"):
         read_run(other)
