@@ -1,4 +1,4 @@
-"""Recipe options of the trainer: OHEM, rare-class crops, weight EMA, the scale range."""
+"""Recipe options of the trainer: OHEM, the Lovasz-Softmax term, rare-class crops, weight EMA, the scale range."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from unet_edge.artifacts import load_checkpoint
 from unet_edge.data.augment import train_transform
 from unet_edge.data.train_split import class_frequencies, rare_classes
+from unet_edge import losses
+from unet_edge.losses import lovasz_softmax
 from unet_edge.train import TrainConfig, segmentation_loss, train
 
 
@@ -39,6 +41,43 @@ def test_ohem_ranks_pixels_unweighted_and_then_weights_the_kept_ones():
     assert got.item() == pytest.approx(expected.item())
     by_weighted = (weight[target.flatten()] * pix).argsort()[-16:]
     assert set(by_weighted.tolist()) != set(keep.tolist())  # the two rankings differ on this input
+
+
+def test_lovasz_softmax_of_hard_predictions_is_one_minus_the_miou_of_present_classes():
+    """The Lovasz extension is exact on 0/1 vectors (Berman et al. 2018, Sec. 3): with one-hot
+    probabilities the loss is the Jaccard loss, 1 - mean IoU over the classes in the labels."""
+    g = torch.Generator().manual_seed(2)
+    labels = torch.randint(0, 3, (500,), generator=g)  # class 3 absent from the labels
+    pred = torch.where(torch.rand(500, generator=g) < 0.3, torch.randint(0, 4, (500,), generator=g), labels)
+    ious = [((pred == c) & (labels == c)).sum() / ((pred == c) | (labels == c)).sum() for c in range(3)]
+    got = lovasz_softmax(F.one_hot(pred, 4).float(), labels)
+    assert got.item() == pytest.approx(1 - torch.stack(ious).float().mean().item())
+    assert 0.2 < got.item() < 0.6  # neither perfect nor all wrong
+    assert lovasz_softmax(F.one_hot(labels, 4).float(), labels).item() == 0.0
+
+
+def test_lovasz_term_adds_to_cross_entropy_on_the_labelled_pixels(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 6, 6, generator=g, requires_grad=True)
+    target = torch.randint(0, 4, (2, 6, 6), generator=g)
+    target[1, :3] = 255
+    v = target != 255
+    expected = F.cross_entropy(logits, target, ignore_index=255) + 0.7 * lovasz_softmax(
+        logits.softmax(1).permute(0, 2, 3, 1)[v], target[v])
+    got = segmentation_loss(logits, target, 255, lovasz_weight=0.7)
+    assert got.item() == pytest.approx(expected.item())
+    got.backward()
+    assert logits.grad[0].abs().sum() > 0 and logits.grad[1][:, :3].abs().sum() == 0  # ignored pixels get none
+    # above LOVASZ_PIXELS labelled pixels a random subset is sorted: confident logits still cost ~0 (right) or ~1 (wrong)
+    monkeypatch.setattr(losses, "LOVASZ_PIXELS", 16)
+    sure = F.one_hot(target.clamp(0, 3), 4).permute(0, 3, 1, 2).float() * 30
+    right = segmentation_loss(sure, target, 255, lovasz_weight=1.0) - F.cross_entropy(sure, target, ignore_index=255)
+    wrong = segmentation_loss(sure.roll(1, 1), target, 255, lovasz_weight=1.0) - F.cross_entropy(
+        sure.roll(1, 1), target, ignore_index=255)
+    assert right.item() == pytest.approx(0.0, abs=1e-6) and wrong.item() == pytest.approx(1.0, abs=1e-6)
+    fg = torch.where(v, target.clamp(0, 1), 255)
+    binary = segmentation_loss(logits[:, :1], fg, 255, lovasz_weight=1.0)
+    assert binary > F.binary_cross_entropy_with_logits(logits[:, 0][v], fg[v].float()) + 0.1
 
 
 def test_rare_classes_are_the_present_classes_under_the_share():

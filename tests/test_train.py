@@ -256,7 +256,7 @@ def test_augmentation_is_reproducible_and_its_draws_independent():
     ("dropout", 1.0, "--dropout"), ("dropout", -0.1, "--dropout"), ("limit", 0, "--limit"),
     ("batch_size", 0, "--batch-size"), ("warmup_epochs", -1.0, "--warmup-epochs"), ("epochs", 0, "--epochs"),
     ("val_every", 0, "--val-every"), ("seed", -1, "--seed"), ("threads", -2, "--threads"),
-    ("dice_weight", -0.5, "--dice-weight"), ("crop", (0, 64), "--crop"), ("input_size", (48,), "--input-size"),
+    ("dice_weight", -0.5, "--dice-weight"), ("lovasz_weight", -1.0, "--lovasz-weight"), ("crop", (0, 64), "--crop"), ("input_size", (48,), "--input-size"),
     ("preset", "huge", "--preset"), ("schedule", "step", "--schedule"), ("class_weights", "median", "--class-weights"),
     ("device", "gpu", "--device"), ("device", "cuda:x", "--device"), ("time_budget_s", 0.0, "--time-budget"),
     ("sync_bn", "yes", "--sync-bn"), ("scale", (2.0, 0.5), "--scale"), ("scale", (0.0, 1.0), "--scale"),

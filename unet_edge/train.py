@@ -1,4 +1,4 @@
-"""Training loop: cross-entropy (+ optional Dice) with ignore index, AdamW, warmup+cosine or
+"""Training loop: cross-entropy (+ optional Dice or Lovasz-Softmax, :mod:`unet_edge.losses`) with ignore index, AdamW, warmup+cosine or
 one-cycle schedule, per-epoch validation, atomic best/last checkpoints, ``--resume``, CSV log and
 training-curve PNG.
 
@@ -40,7 +40,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .artifacts import load_checkpoint, model_from_checkpoint
 from .data.train_split import TrainData, build_train_data, per_rank_batch, seed_epoch
@@ -50,6 +49,7 @@ from .evaluate import evaluate
 from .host import HostInfo, probe_host, resolve_threads
 from .io_utils import atomic_path, ensure_folder, write_json_atomic
 from .locks import FolderLock
+from .losses import segmentation_loss
 from .logit_offsets import PIXELS_PER_IMAGE, fit_offsets, fold_offsets, sample_miou, sample_pixels
 from .metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from .model import PRESETS, UNet, UNetConfig, config_from_preset, count_parameters
@@ -72,7 +72,7 @@ RUN_FILES = ("best.pt", "last.pt", "log.csv", "curves.png", "summary.json")
 #: options that define what a run computes; a resumed run must keep them (see :func:`train`).
 RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr", "weight_decay", "schedule",
                   "warmup_epochs", "class_weights", "dice_weight", "seed", "limit", "sync_bn", "scale", "ema",
-                  "ohem", "rare_crop")
+                  "ohem", "rare_crop", "lovasz_weight")
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
 
@@ -91,7 +91,8 @@ class TrainConfig:
     :func:`batch_norm_mode`. Recipe: ``scale`` the random-scale range (min, max); ``ema`` the decay
     of an exponential moving average of the weights that is validated and saved instead of the raw
     weights (0 = off; e.g. 0.995); ``ohem`` the share of the hardest labelled pixels the
-    cross-entropy keeps (online hard example mining, 0 = all pixels); ``rare_crop`` the probability
+    cross-entropy keeps (online hard example mining, 0 = all pixels); ``lovasz_weight`` the weight of the Lovasz-Softmax
+    term (:func:`unet_edge.losses.lovasz_softmax`, 0 = off); ``rare_crop`` the probability
     that a crop is centred on a rare class (below :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off).
     ``logit_offsets``: after the last epoch fit per-class logit offsets for mIoU on training
     pixels and fold them into ``best.pt``'s head when they raise val mIoU (:func:`_fit_logit_offsets`);
@@ -123,6 +124,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     class_weights: str = "enet"
     dice_weight: float = 0.0
+    lovasz_weight: float = 0.0
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -176,6 +178,7 @@ _CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("dropout", lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("warmup_epochs", lambda v: _real(v) and v >= 0, "a number of epochs >= 0"),
     ("dice_weight", lambda v: _real(v) and v >= 0, "a number >= 0"),
+    ("lovasz_weight", lambda v: _real(v) and v >= 0, "a number >= 0"),
     ("scale", lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_real(x) for x in v) and 0 < v[0] <= v[1],
      "two numbers 0 < min <= max (e.g. 0.5-2.0)"),
     ("ema", lambda v: _real(v) and (v == 0 or 0.5 <= v < 1), "0 (off) or a decay in [0.5, 1)"),
@@ -199,47 +202,6 @@ def precision_label(choice: PrecisionChoice, device: str) -> str:
 def _plain(obj):
     """``obj`` with numpy scalars/arrays as Python numbers/lists and tuples as lists (JSON types)."""
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, (np.generic, np.ndarray)) else str(o)))
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
-                      weight: torch.Tensor | None = None, dice_weight: float = 0.0, ohem: float = 0.0) -> torch.Tensor:
-    """Loss on logits (N, K, H, W) float and target (N, H, W) int64 with ``ignore_index``.
-
-    K > 1: weighted cross-entropy; K == 1: binary cross-entropy on the non-ignored pixels. With
-    ``ohem`` in (0, 1) the cross-entropy keeps only the ``ohem`` share of labelled pixels with
-    the highest *unweighted* loss (online hard example mining, Shrivastava et al. 2016, as PIDNet's
-    and BiSeNet's ``OhemCrossEntropy`` rank pixels by the target class's probability) and takes
-    their ``weight``-weighted mean (sum of w * ce over sum of w, as ``F.cross_entropy`` does):
-    ranking by the weighted loss would keep almost only rare-class pixels, and Sky or Road would
-    never be learnt. Plus ``dice_weight`` times the soft Dice loss (Milletari et al., V-Net, 2016)
-    over non-ignored pixels.
-    """
-    logits = logits.float()
-    valid = target != ignore_index
-    if logits.shape[1] == 1:
-        t = target.clamp(0, 1).float()
-        loss = F.binary_cross_entropy_with_logits(logits[:, 0][valid], t[valid]) if valid.any() else logits.sum() * 0
-        probs = torch.sigmoid(logits[:, 0]).unsqueeze(1)
-        onehot = t.unsqueeze(1)
-    else:
-        if ohem > 0:
-            pix = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")[valid]
-            if pix.numel():
-                keep = pix.topk(max(1, int(ohem * pix.numel()))).indices
-                w = weight[target[valid][keep]] if weight is not None else torch.ones_like(pix[keep])
-                loss = (w * pix[keep]).sum() / w.sum()
-            else:
-                loss = logits.sum() * 0
-        else:
-            loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
-        probs = logits.softmax(1)
-        onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float()
-    if dice_weight > 0:
-        v = valid.unsqueeze(1).float()
-        inter = (probs * onehot * v).sum((0, 2, 3))
-        denom = ((probs + onehot) * v).sum((0, 2, 3))
-        loss = loss + dice_weight * (1 - ((2 * inter + 1) / (denom + 1)).mean())
-    return loss
 
 
 def _lr_lambda(total_steps: int, warm_steps: int):
@@ -271,7 +233,8 @@ def _make_scheduler(opt, cfg: TrainConfig, total_steps: int, steps_per_epoch: in
 
 
 def train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, ignore_index: int,
-               weight, dice_weight: float, ohem: float = 0.0, channels_last: bool = False) -> torch.Tensor:
+               weight, dice_weight: float, ohem: float = 0.0, channels_last: bool = False,
+               lovasz_weight: float = 0.0) -> torch.Tensor:
     """One optimizer step on a batch x float32 (N, 3, H, W), y int64 (N, H, W): autocast forward in
     ``choice``'s precision, :func:`segmentation_loss`, backward (through ``scaler``), ``opt.step``.
     ``x`` goes to the channels_last (NHWC) memory format on CUDA or with ``channels_last``.
@@ -282,7 +245,7 @@ def train_step(model, opt, scaler, x, y, device: str, choice: PrecisionChoice, i
     y = y.to(device)
     with torch.autocast(device.split(":")[0], dtype=choice.dtype, enabled=choice.autocast):
         logits = model(x)
-    loss = segmentation_loss(logits, y, ignore_index, weight, dice_weight, ohem)
+    loss = segmentation_loss(logits, y, ignore_index, weight, dice_weight, ohem, lovasz_weight)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
@@ -655,7 +618,7 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
                 t = _clock()
             x, y = next(it)
             train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
-                       cfg.dice_weight, cfg.ohem, cfg.channels_last).item()
+                       cfg.dice_weight, cfg.ohem, cfg.channels_last, cfg.lovasz_weight).item()
         step_s = (_clock() - t) / CALIB_STEPS
         n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
         _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
@@ -782,7 +745,7 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     losses, t0 = [], _clock()
     for x, y in d.loader:
         loss = train_step(st.net or st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index,
-                          d.weight, s.cfg.dice_weight, s.cfg.ohem, s.cfg.channels_last)
+                          d.weight, s.cfg.dice_weight, s.cfg.ohem, s.cfg.channels_last, s.cfg.lovasz_weight)
         if st.ema is not None:
             st.ema.update_parameters(st.model)
         st.step += 1
