@@ -151,6 +151,9 @@ def train(
                                "loss that cross-entropy keeps (0: all; e.g. 0.25)."),
     rare_crop: float = typer.Option(0.0, help="Probability that a crop is centred on a rare class (< 2% of the "
                                     "training pixels: poles, signs, cyclists...); 0: uniform crops."),
+    low_res: float = typer.Option(0.0, help="Progressive resizing: the share of the LR schedule trained at half "
+                                  "resolution (images, labels, scale range and crop halved: ~4x fewer pixels a step; "
+                                  "those epochs are not validated), then full resolution. 0: off; e.g. 0.5."),
     dropout: float = typer.Option(0.0),
     precision: str = typer.Option(
         "auto", help="auto, fp32, bf16 or fp16 (CUDA). auto: bf16 autocast where the CPU computes bf16 natively "
@@ -188,7 +191,7 @@ def train(
         lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, class_weights=class_weights,
         dice_weight=dice_weight, lovasz_weight=lovasz_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
         val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
-        sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop,
+        sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop, low_res=low_res,
         channels_last=channels_last, logit_offsets=logit_offsets,
     )
     summary = run_train(cfg, log=log)

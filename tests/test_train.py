@@ -12,7 +12,7 @@ from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
 from unet_edge.data.train_split import class_frequencies, enet_class_weights
 from unet_edge.seeding import rng_state, set_rng_state
-from unet_edge.time_budget import parse_time_budget, plan_epochs
+from unet_edge.time_budget import LowResPhase, parse_time_budget, plan_epochs
 from unet_edge.train import TrainConfig, segmentation_loss, train
 
 from conftest import write_folder_dataset
@@ -107,6 +107,9 @@ def test_rng_state_round_trips_through_weights_only_save(tmp_path):
 
 class Killed(Exception):
     pass
+
+
+_SAVE = train_mod._save_checkpoints
 
 
 def _kill_after_epoch(monkeypatch, epoch):
@@ -338,10 +341,12 @@ def test_plan_epochs_counts_validation_and_the_final_epoch():
 
 class FakeClock:
     """A deterministic clock for the trainer: every training step costs ``step_s`` fake seconds
-    (``slow_s`` from call ``slow_after`` on), every validated image ``image_s``; real time is ignored."""
+    (``slow_s`` from call ``slow_after`` on; ``low_step_s`` on batches smaller than the crop of
+    :func:`_budget_cfg`), every validated image ``image_s``; real time is ignored."""
 
-    def __init__(self, monkeypatch, step_s=1.0, image_s=0.25, slow_after=None, slow_s=3.0, kill_at=None):
-        self.t, self.calls = 0.0, 0
+    def __init__(self, monkeypatch, step_s=1.0, image_s=0.25, slow_after=None, slow_s=3.0, kill_at=None,
+                 low_step_s=None):
+        self.t, self.calls, self.low_step_s = 0.0, 0, low_step_s
         self.step_s, self.image_s, self.slow_after, self.slow_s, self.kill_at = step_s, image_s, slow_after, slow_s, kill_at
         loss, evaluate = train_mod.segmentation_loss, train_mod.evaluate
 
@@ -350,7 +355,8 @@ class FakeClock:
             if self.kill_at is not None and self.calls >= self.kill_at:
                 raise Killed
             slow = self.slow_after is not None and self.calls > self.slow_after
-            self.t += self.slow_s if slow else self.step_s
+            low = self.low_step_s is not None and a[0].shape[-2] * a[0].shape[-1] < 48 * 64  # _budget_cfg's crop
+            self.t += self.low_step_s if low else self.slow_s if slow else self.step_s
             return loss(*a, **k)
 
         def fake_evaluate(infer, dataset, meta, batch_size=4, limit=None, **k):
@@ -443,6 +449,53 @@ def test_time_budget_never_extends_past_the_epochs_bound(folder_dataset, tmp_pat
     FakeClock(monkeypatch, slow_after=4, slow_s=0.5)
     s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, epochs=6), log=lambda *a: None)
     assert s["epochs_planned"] == 5 and s["epochs"] == 6
+
+
+def test_plan_epochs_with_a_low_res_phase():
+    assert [LowResPhase(0.5, 2.5).epochs(n) for n in (0, 1, 2, 3, 163)] == [0, 1, 1, 2, 82]
+    # a quarter of the schedule done: of 4 epochs over the rest, those starting before 0.5 -> 2 (at 0.25 and 0.4375)
+    assert LowResPhase(0.5, 1.0, done=0.25).epochs(4) == 2 and LowResPhase(0.5, 1.0, done=0.5).epochs(9) == 0
+    # 12 epochs: 6 low (2.5 s, no validation) + 6 full (10 s + 4 s) = 99 s <= 100; 13 would take 101.5 s
+    assert plan_epochs(100, 1, 30, 10, 4, low_res=LowResPhase(0.5, 2.5)) == 12
+    assert plan_epochs(100, 1, 30, 10, 4) == 7
+
+
+def test_time_budget_plans_the_cheaper_low_res_epochs(folder_dataset, tmp_path, monkeypatch):
+    clock = FakeClock(monkeypatch, low_step_s=0.25)
+    lines = []
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, low_res=0.5), log=lines.append)
+    # calibration 4 full + 4 low steps + validation (0.75 s) = 5.75 s; 18.4 - 5.75 = 12.65 s left for epochs of
+    # 0.5 s (low, not validated) or 2 + 0.5 s: 9 epochs, 5 low = 2.5 + 4 x 2.5 = 12.5 s (10 would take 15 s)
+    assert s["epochs_planned"] == 9 and s["epochs"] == 9
+    assert any("-> 9 epochs (5 at low resolution)" in line for line in lines)
+    assert s["elapsed_s"] == pytest.approx(5.75 + 12.5, abs=0.06) and s["elapsed_s"] <= 20
+    rows = _rows(tmp_path)
+    assert [float(r["input_scale"]) for r in rows] == [0.5] * 5 + [1.0] * 4
+    assert [bool(r["val_miou"]) for r in rows] == [False] * 5 + [True] * 4
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] >= 6
+    assert clock.calls == 8 + 9 * 2
+
+
+def test_low_res_epochs_see_half_size_crops_and_resume_in_their_phase(folder_dataset, tmp_path, monkeypatch):
+    shapes = []
+    real = train_mod.segmentation_loss
+    monkeypatch.setattr(train_mod, "segmentation_loss", lambda *a, **k: shapes.append(tuple(a[0].shape[-2:])) or real(*a, **k))
+    cfg = dict(data=str(folder_dataset), epochs=4, low_res=0.6, limit=8)
+    full = train(_small(tmp_path / "full", **cfg), log=lambda *a: None)
+    # 4 epochs x 2 steps: epochs starting before 60% of the schedule (steps 0, 2, 4 of 8) at half the 40x56 crop
+    assert shapes == [(20, 28)] * 6 + [(40, 56)] * 2
+    _kill_after_epoch(monkeypatch, 2)
+    with pytest.raises(Killed):
+        train(_small(tmp_path / "part", **cfg), log=lambda *a: None)
+    monkeypatch.setattr(train_mod, "_save_checkpoints", _SAVE)
+    shapes.clear()
+    resumed = train(_small(tmp_path / "part", resume=True, **cfg), log=lambda *a: None)
+    assert shapes == [(20, 28)] * 2 + [(40, 56)] * 2  # epoch 3 still low, epoch 4 full
+    for a, b in zip(_rows(tmp_path / "full"), _rows(tmp_path / "part")):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=1e-6)
+        assert a["input_scale"] == b["input_scale"]
+    assert resumed["best_miou"] == pytest.approx(full["best_miou"], abs=1e-6)
 
 
 def test_resume_with_a_budget_counts_earlier_sessions(folder_dataset, tmp_path, monkeypatch):

@@ -52,18 +52,34 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.3g}h"
 
 
+@dataclass(frozen=True)
+class LowResPhase:
+    """``train --low-res``: the epochs that start before schedule position ``share`` (a fraction of
+    the LR schedule) train at low resolution, cost ``train_s`` seconds each and are not validated.
+    ``done`` is where the schedule stands (fraction in [0, 1)) at the first epoch being planned;
+    the planned epochs run the rest of it evenly (:class:`ScheduleWarp`)."""
+
+    share: float
+    train_s: float
+    done: float = 0.0
+
+    def epochs(self, n: int) -> int:
+        """Of ``n`` epochs that share the rest of the schedule evenly, how many start before ``share``."""
+        if n <= 0 or self.share <= self.done:
+            return 0
+        return min(n, math.ceil(n * (self.share - self.done) / (1 - self.done) - 1e-9))
+
+
 def plan_epochs(available_s: float, first_epoch: int, max_epochs: int, train_s: float, val_s: float,
-                val_every: int = 1) -> int:
+                val_every: int = 1, low_res: LowResPhase | None = None) -> int:
     """The largest final epoch N in ``[first_epoch, max_epochs]`` whose epochs ``first_epoch..N``
-    fit in ``available_s`` seconds, each costing ``train_s`` plus ``val_s`` when it validates
-    (every ``val_every``-th epoch and always the final one). At least ``first_epoch``, even when
+    fit in ``available_s`` seconds (:func:`epochs_cost`). At least ``first_epoch``, even when
     that one does not fit."""
-    best, before = first_epoch, 0.0  # before: cost of the epochs first_epoch..e-1 as non-final ones
-    for e in range(first_epoch, max_epochs + 1):
-        if before + train_s + val_s > available_s:
+    best = first_epoch
+    for e in range(first_epoch, max_epochs + 1):  # the cost grows with e: stop at the first that does not fit
+        if epochs_cost(first_epoch, e, train_s, val_s, val_every, low_res) > available_s:
             break
         best = e
-        before += train_s + (val_s if e % val_every == 0 else 0.0)
     return best
 
 
@@ -96,7 +112,15 @@ class ScheduleWarp:
             self.virt0, self.rate = float(step), 1.0
 
 
-def epochs_cost(first: int, last: int, train_s: float, val_s: float, val_every: int) -> float:
-    """Seconds of epochs ``first..last`` (``last`` final, so validated)."""
-    n_val = sum(1 for e in range(first, last) if e % val_every == 0) + (1 if last >= first else 0)
-    return (last - first + 1) * train_s + n_val * val_s
+def epochs_cost(first: int, last: int, train_s: float, val_s: float, val_every: int,
+                low_res: LowResPhase | None = None) -> float:
+    """Seconds of epochs ``first..last`` (``last`` final): each costs ``train_s`` plus ``val_s`` when
+    it validates (every ``val_every``-th epoch and always the final one). With ``low_res`` the
+    first :meth:`LowResPhase.epochs` of them cost ``low_res.train_s`` instead and do not validate."""
+    n = last - first + 1
+    if n <= 0:
+        return 0.0
+    n_low = low_res.epochs(n) if low_res is not None else 0
+    n_val = sum(1 for e in range(first + n_low, last) if e % val_every == 0) + 1
+    low_s = low_res.train_s if low_res is not None else 0.0
+    return n_low * low_s + (n - n_low) * train_s + n_val * val_s

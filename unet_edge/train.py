@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .artifacts import load_checkpoint, model_from_checkpoint
-from .data.train_split import TrainData, build_train_data, per_rank_batch, seed_epoch
+from .data.train_split import LOW_RES_FACTOR, TrainData, build_train_data, low_res_crop, per_rank_batch, seed_epoch
 from .distributed import DistInfo, env_dist, init_from_env, rank_identity, rank_threads, shutdown, state_dict_sha256
 from .errors import ArtifactError, DataError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
@@ -57,7 +57,7 @@ from .precision import PrecisionChoice, choose_precision
 from .progress import make_progress
 from .runtime.torch_backend import TorchBackend, resolve_device
 from .seeding import rng_state, seed_everything, set_rng_state
-from .time_budget import TIME_BUDGET_MARGIN, ScheduleWarp, epochs_cost, format_duration, plan_epochs
+from .time_budget import TIME_BUDGET_MARGIN, LowResPhase, ScheduleWarp, epochs_cost, format_duration, plan_epochs
 
 #: timed training steps of the calibration (after one untimed warm-up step).
 CALIB_STEPS = 3
@@ -72,7 +72,7 @@ RUN_FILES = ("best.pt", "last.pt", "log.csv", "curves.png", "summary.json")
 #: options that define what a run computes; a resumed run must keep them (see :func:`train`).
 RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr", "weight_decay", "schedule",
                   "warmup_epochs", "class_weights", "dice_weight", "seed", "limit", "sync_bn", "scale", "ema",
-                  "ohem", "rare_crop", "lovasz_weight")
+                  "ohem", "rare_crop", "lovasz_weight", "low_res")
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
 
@@ -93,7 +93,9 @@ class TrainConfig:
     weights (0 = off; e.g. 0.995); ``ohem`` the share of the hardest labelled pixels the
     cross-entropy keeps (online hard example mining, 0 = all pixels); ``lovasz_weight`` the weight of the Lovasz-Softmax
     term (:func:`unet_edge.losses.lovasz_softmax`, 0 = off); ``rare_crop`` the probability
-    that a crop is centred on a rare class (below :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off).
+    that a crop is centred on a rare class (below :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off);
+    ``low_res`` the share of the LR schedule trained at low resolution (progressive resizing, see
+    :func:`train`; 0 = off).
     ``logit_offsets``: after the last epoch fit per-class logit offsets for mIoU on training
     pixels and fold them into ``best.pt``'s head when they raise val mIoU (:func:`_fit_logit_offsets`);
     not a recipe option. ``channels_last``: train in the NHWC memory format (always on CUDA; on CPU 1.47x faster steps
@@ -140,6 +142,7 @@ class TrainConfig:
     ema: float = 0.0
     ohem: float = 0.0
     rare_crop: float = 0.0
+    low_res: float = 0.0
     channels_last: bool = True
     logit_offsets: bool = True
     command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
@@ -184,6 +187,7 @@ _CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("ema", lambda v: _real(v) and (v == 0 or 0.5 <= v < 1), "0 (off) or a decay in [0.5, 1)"),
     ("ohem", lambda v: _real(v) and 0 <= v < 1, "a share in [0, 1) (0: every pixel)"),
     ("rare_crop", lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    ("low_res", lambda v: _real(v) and 0 <= v < 1, "a share of the schedule in [0, 1) (0: off)"),
     ("channels_last", lambda v: isinstance(v, bool), "true or false"),
     ("crop", _hw, "two positive integers (H, W)"),
     ("input_size", lambda v: v is None or _hw(v), "two positive integers (H, W)"),
@@ -371,6 +375,7 @@ class EpochResult:
     loss: float | None = None  # the mean loss over all ranks (None: the mean of ``losses``)
     world_size: int = 1
     images: list = field(default_factory=list)  # indices of the training images this rank read
+    low_res: bool = False  # trained on the ``--low-res`` batches
 
     def row(self) -> dict:
         """The epoch's line of ``log.csv``."""
@@ -378,7 +383,8 @@ class EpochResult:
         loss = float(np.mean(self.losses)) if self.loss is None else self.loss
         return {"epoch": self.epoch, "train_loss": loss, "lr": self.lr,
                 "epoch_seconds": self.seconds, "val_miou": m.get("miou"), "val_pixel_accuracy": m.get("pixel_accuracy"),
-                "val_dice": m.get("dice"), "world_size": self.world_size}
+                "val_dice": m.get("dice"), "world_size": self.world_size,
+                "input_scale": LOW_RES_FACTOR if self.low_res else 1.0}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -597,8 +603,11 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
     validation pass over up to :data:`CALIB_VAL_IMAGES` images after an untimed 1-image warm-up,
     scaled to the ``n_val`` images of the split.
 
+    With ``--low-res`` also :data:`CALIB_STEPS` low-resolution steps after a warm-up one.
+
     Returns:
-        ``{"step_s", "train_s" (one epoch of steps), "val_s" (one validation pass)}`` in seconds.
+        ``{"step_s", "train_s" (one epoch of steps), "val_s" (one validation pass)}`` in seconds,
+        with ``--low-res`` also ``"train_low_s"`` (one low-resolution epoch of steps).
     """
     cfg, d = s.cfg, s.data
     probe = copy.deepcopy(st.model)
@@ -620,6 +629,17 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
             train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
                        cfg.dice_weight, cfg.ohem, cfg.channels_last, cfg.lovasz_weight).item()
         step_s = (_clock() - t) / CALIB_STEPS
+        low_s = None
+        if d.transform_low is not None:  # one warm-up step: new shapes select new kernels
+            d.use_low_res(True)
+            for i in range(CALIB_STEPS + 1):
+                if i == 1:
+                    t = _clock()
+                x, y = next(it)
+                train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
+                           cfg.dice_weight, cfg.ohem, cfg.channels_last, cfg.lovasz_weight).item()
+            low_s = (_clock() - t) / CALIB_STEPS
+            d.use_low_res(False)
         n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
         _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
         t = _clock()
@@ -627,10 +647,15 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
         val_s = (_clock() - t) * max(1, d.n_val) / n_cal
     finally:
         it.close()
+        if d.transform_low is not None:
+            d.use_low_res(False)
         set_rng_state(streams)
         d.loader.generator.set_state(loader_state)
         del probe, opt
-    return {"step_s": step_s, "train_s": step_s * len(d.loader), "val_s": val_s}
+    costs = {"step_s": step_s, "train_s": step_s * len(d.loader), "val_s": val_s}
+    if low_s is not None:
+        costs["train_low_s"] = low_s * len(d.loader)
+    return costs
 
 
 def _sync_plan(s: _Setup, st: RunState) -> None:
@@ -646,6 +671,27 @@ def _sync_plan(s: _Setup, st: RunState) -> None:
         st.warp = ScheduleWarp(**plan["warp"])
 
 
+def low_res_epoch(share: float, warp: ScheduleWarp, step: int) -> bool:
+    """Whether the epoch that starts at optimizer step ``step`` trains at low resolution
+    (``--low-res``): it starts before ``share`` of the LR schedule, as ``warp`` maps the steps.
+    Tied to the schedule, not to an epoch count, so the phase keeps its share of the schedule
+    when a time budget shortens or stretches the run."""
+    return share > 0 and warp(step) < share * warp.total
+
+
+def _low_res_phase(s: _Setup, st: RunState, costs: dict | None = None) -> LowResPhase | None:
+    """The low-resolution phase for the planner from the next epoch on (None without ``--low-res``)."""
+    if s.cfg.low_res <= 0:
+        return None
+    done = st.warp(st.step) / st.warp.total if st.warp is not None else 0.0
+    return LowResPhase(s.cfg.low_res, (costs or st.costs)["train_low_s"], done)
+
+
+def _cost_key(res: EpochResult) -> str:
+    """The key of ``RunState.costs`` an epoch's measured cost updates."""
+    return "train_low_s" if res.low_res else "train_s"
+
+
 def _plan_fresh(s: _Setup, st: RunState) -> None:
     """The first plan: ``cfg.epochs``, or with a budget the epochs that fit (timed by
     :func:`_measure_costs`); then the LR schedule for that many epochs."""
@@ -653,12 +699,16 @@ def _plan_fresh(s: _Setup, st: RunState) -> None:
     st.epochs = cfg.epochs
     if budget and cfg.epochs > 1:  # (a bound of 1 epoch leaves nothing to choose)
         c = st.costs = _measure_costs(s, st)
+        low = _low_res_phase(s, st)
         st.epochs = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), 1, cfg.epochs, c["train_s"],
-                                c["val_s"], cfg.val_every)
+                                c["val_s"], cfg.val_every, low)
         st.estimate = round(c["train_s"] + c["val_s"], 2)
         s.log(f"time budget {format_duration(budget)}: epoch ~{_s(c['train_s'] + c['val_s'])} (train "
-              f"{_s(c['train_s'])} + val {_s(c['val_s'])}), {_s(st.elapsed())} used -> {st.epochs} epochs "
-              f"(at most {cfg.epochs}; planned to end by {1 - TIME_BUDGET_MARGIN:.0%} of the budget)")
+              f"{_s(c['train_s'])} + val {_s(c['val_s'])}"
+              + (f"; low-resolution epoch ~{_s(low.train_s)}, not validated" if low else "")
+              + f"), {_s(st.elapsed())} used -> {st.epochs} epochs"
+              + (f" ({low.epochs(st.epochs)} at low resolution)" if low else "")
+              + f" (at most {cfg.epochs}; planned to end by {1 - TIME_BUDGET_MARGIN:.0%} of the budget)")
     elif budget:
         s.log(f"time budget {format_duration(budget)}: 1 epoch, the --epochs bound (nothing to plan)")
     st.epochs_planned = st.epochs
@@ -671,9 +721,12 @@ def _replan_resumed(s: _Setup, st: RunState, ck: dict) -> None:
     """A resumed budget run: forecast the remaining epochs with the last epoch's stored costs (timed
     afresh for checkpoints without them) and shorten the plan when they do not fit."""
     cfg, budget, spe = s.cfg, s.budget, s.data.steps_per_epoch
-    c = st.costs = ck.get("costs") or _measure_costs(s, st)
+    c = ck.get("costs")
+    if not c or (cfg.low_res > 0 and "train_low_s" not in c):
+        c = _measure_costs(s, st)
+    st.costs = c
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch, st.epochs, c["train_s"],
-                      c["val_s"], cfg.val_every)
+                      c["val_s"], cfg.val_every, _low_res_phase(s, st))
     st.estimate = round(c["train_s"] + c["val_s"], 2)
     s.log(f"time budget {format_duration(budget)}: {_s(st.elapsed())} used, epoch ~{_s(c['train_s'] + c['val_s'])} "
           f"-> {new} epochs" + (f" instead of {st.epochs} (schedule compressed)" if new < st.epochs else ""))
@@ -686,15 +739,16 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     """Forecast the rest with this epoch's full cost (steps, checkpoints, log, plot) and the latest
     validation; past ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, lower the plan and compress
     the rest of the schedule. Returns whether ``st.epochs`` changed."""
-    cfg, budget, c = s.cfg, s.budget, st.costs
-    c["train_s"] = _clock() - res.t0 - (res.val_s or 0.0)
-    forecast = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every)
+    cfg, budget, c, key = s.cfg, s.budget, st.costs, _cost_key(res)
+    c[key] = _clock() - res.t0 - (res.val_s or 0.0)
+    low = _low_res_phase(s, st)
+    forecast = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
     if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
         return _extend(s, st, res, forecast)
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, st.epochs,
-                      c["train_s"], c["val_s"], cfg.val_every)
-    over = _committed(s, st) + epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every) > budget
-    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c['train_s'] + (res.val_s or 0.0))}, "
+                      c["train_s"], c["val_s"], cfg.val_every, low)
+    over = _committed(s, st) + epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every, low) > budget
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c[key] + (res.val_s or 0.0))}, "
           f"forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
           + (f"{new} epochs instead of {st.epochs} (rest of the schedule compressed)" if new < st.epochs
              else f"epoch {st.epochs} is the last one")
@@ -715,18 +769,21 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     budget, then fills it to ``1 - margin``. The rest of the LR schedule is stretched over the added
     steps, so the run still ends on its final LR inside the budget. Returns whether ``st.epochs``
     changed."""
-    cfg, budget, c = s.cfg, s.budget, st.costs
+    cfg, budget, c, key = s.cfg, s.budget, st.costs, _cost_key(res)
     if st.epochs >= cfg.epochs:
         return False
-    worst = max([c["train_s"]] + [float(h["epoch_seconds"]) for h in st.history[-3:]])
-    slow = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, worst, c["val_s"], cfg.val_every)
+    scale = res.row()["input_scale"]
+    worst = {**c, key: max([c[key]] + [float(h["epoch_seconds"]) for h in st.history[-3:]
+                                       if h.get("input_scale", 1.0) == scale])}  # recent epochs of this resolution
+    low = _low_res_phase(s, st, worst)
+    slow = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if slow > budget * (1 - 1.5 * TIME_BUDGET_MARGIN):
         return False
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, cfg.epochs,
-                      worst, c["val_s"], cfg.val_every)
+                      worst["train_s"], c["val_s"], cfg.val_every, low)
     if new <= st.epochs:
         return False
-    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c['train_s'] + (res.val_s or 0.0))}, "
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c[key] + (res.val_s or 0.0))}, "
           f"forecast {_s(slow)} at the slowest recent epoch leaves room -> {new} epochs instead of {st.epochs} "
           "(rest of the schedule stretched)")
     st.epochs = new
@@ -736,9 +793,13 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
 
 def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     """Epoch ``st.epoch``: its random streams seeded by :func:`seed_epoch`, one optimizer step per
-    batch with the (possibly warped) LR schedule. Advances ``st.step``; ``st.epoch`` is left as is."""
+    batch with the (possibly warped) LR schedule, on low-resolution batches when
+    :func:`low_res_epoch` says so. Advances ``st.step``; ``st.epoch`` is left as is."""
     d = s.data
     seed_epoch(s.cfg.seed, st.epoch, d, s.dist.rank)
+    low = low_res_epoch(s.cfg.low_res, st.warp, st.step)
+    if d.transform_low is not None:
+        d.use_low_res(low)
     st.model.train()
     d.loader.dataset.seen.clear()
     task = prog.add_task(f"epoch {st.epoch}", total=d.steps_per_epoch, status="")
@@ -758,7 +819,7 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     s.dist.average_buffers(st.model)
     return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0,
                        loss=s.dist.mean(float(np.mean(losses))) if s.dist.enabled else None,
-                       world_size=s.dist.world_size, images=list(d.loader.dataset.seen))
+                       world_size=s.dist.world_size, images=list(d.loader.dataset.seen), low_res=low)
 
 
 def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
@@ -778,8 +839,10 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
         _save(s.best_path, {"model": st.eval_model.state_dict(), "epoch": res.epoch,
                             "meta": s.meta.with_(extra={"val_metrics": m, "epoch": res.epoch}).to_dict()})
     st.history.append(res.row())
-    st.costs = {"train_s": _clock() - res.t0 - (res.val_s or 0.0),
-                "val_s": res.val_s if res.val_s is not None else (st.costs or {}).get("val_s", 0.0)}
+    costs = dict(st.costs or {})
+    costs[_cost_key(res)] = _clock() - res.t0 - (res.val_s or 0.0)
+    costs["val_s"] = res.val_s if res.val_s is not None else costs.get("val_s", 0.0)
+    st.costs = costs
     _save(s.last_path, {
         "model": st.model.state_dict(), "meta": s.meta.to_dict(), "epoch": res.epoch, "best": st.best,
         "history": st.history, "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
@@ -795,7 +858,7 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
 def _finish_epoch(s: _Setup, st: RunState, res: EpochResult, prog, ep_task) -> None:
     """Rank 0 after an epoch: validate when due, write the checkpoints and the log, report progress."""
     cfg = s.cfg
-    if st.epoch % cfg.val_every == 0 or st.epoch == st.epochs:
+    if (st.epoch % cfg.val_every == 0 and not res.low_res) or st.epoch == st.epochs:
         validate(s, st, res)
     _save_checkpoints(s, st, res)
     row = st.history[-1]
@@ -869,6 +932,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     forecasts with the last epoch's stored costs (timed afresh for checkpoints without them) and
     shortens when needed.
 
+    Progressive resizing (``cfg.low_res`` > 0; fast.ai's DAWNBench ImageNet runs, Howard 2018, and
+    EfficientNetV2's progressive learning, Tan and Le 2021): the epochs that start before
+    ``cfg.low_res`` of the LR schedule (:func:`low_res_epoch`) train on batches at
+    :data:`~unet_edge.data.train_split.LOW_RES_FACTOR` of the resolution (the scale range and the
+    crop both scaled, so a crop covers the same scene in a quarter of the pixels); they are not
+    validated (``val_miou`` empty, ``input_scale`` 0.5 in ``log.csv``), so ``best.pt`` comes from
+    the full-resolution epochs. With a budget both epoch costs are timed and planned
+    (:class:`~unet_edge.time_budget.LowResPhase`).
+
     Several processes (``torchrun --nproc_per_node N cli.py train ...``, :mod:`unet_edge.distributed`):
     the model is wrapped in ``DistributedDataParallel`` (gloo on CPU, NCCL with one GPU per process
     on CUDA); ``cfg.batch_size`` is the global batch, split evenly; a ``DistributedSampler`` gives
@@ -935,7 +1007,10 @@ def _train_group(cfg: TrainConfig, t_start: float, dist: DistInfo, device: str, 
                  "BatchNorm)") if dist.enabled else ""
         s.log(f"training {cfg.preset} U-Net ({count_parameters(st.model) / 1e6:.2f} M params) on {s.data.info.name} "
               f"[{len(s.data.train_items)} train / {s.data.n_val} val], input {s.meta.input_size[0]}x"
-              f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}, {s.device}, {s.threads} threads"
+              f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}"
+              + (f" (first {cfg.low_res:.0%} of the schedule at low resolution, crop "
+                 f"{'x'.join(map(str, low_res_crop(s.data.crop)))})" if cfg.low_res > 0 else "")
+              + f", {s.device}, {s.threads} threads"
               f"{' per process' if dist.enabled else ''}, {precision_label(s.choice, s.device)} ({s.choice.reason})"
               + group)
         results = _run_epochs(s, st)
@@ -1040,6 +1115,7 @@ def _fit_logit_offsets(s: _Setup, st: RunState) -> dict | None:
 def _write_log(path: Path, history: list[dict]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0].keys()))
+            # rows of a run resumed from an older version may lack later columns
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for h in history for k in h)), restval="")
             w.writeheader()
             w.writerows(history)

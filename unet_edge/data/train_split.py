@@ -19,6 +19,8 @@ from .layouts import DatasetInfo, SegDataset, load_dataset
 
 #: ``--rare-crop``: a class is rare when it holds less than this share of the labelled training pixels.
 RARE_CLASS_FREQ = 0.02
+#: ``--low-res``: the low-resolution epochs see images, labels and the crop scaled by this factor.
+LOW_RES_FACTOR = 0.5
 
 
 def _load_split(ds: SegDataset, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -84,10 +86,21 @@ class TrainData:
     weight: torch.Tensor | None
     sampler: torch.utils.data.DistributedSampler | None = None  # several ranks: this rank's shard
     rare_classes: tuple[int, ...] = ()  # the classes ``--rare-crop`` centres crops on
+    transform_low: object = None  # ``--low-res``: the same augmentation at LOW_RES_FACTOR of the scale and crop
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.loader)
+
+    def use_low_res(self, low: bool) -> None:
+        """Make the loader's batches low-resolution (``transform_low``) or full-resolution ones.
+
+        Raises:
+            UsageError: ``low`` without a low-resolution transform (the run has no ``--low-res``).
+        """
+        if low and self.transform_low is None:
+            raise UsageError("this run has no low-resolution phase (--low-res 0)")
+        self.loader.dataset.transform = self.transform_low if low else self.transform
 
 
 def per_rank_batch(batch_size: int, world_size: int) -> int:
@@ -108,7 +121,7 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
     of the images (the same count on every rank, so every rank runs the same steps).
 
     ``cfg`` is a :class:`unet_edge.train.TrainConfig`; this reads its ``data``, ``data_format``,
-    ``limit``, ``input_size``, ``crop``, ``class_weights``, ``rare_crop``, ``scale``, ``seed`` and
+    ``limit``, ``input_size``, ``crop``, ``class_weights``, ``rare_crop``, ``scale``, ``low_res``, ``seed`` and
     ``batch_size``. Class weights go to ``device``.
 
     Raises:
@@ -130,6 +143,11 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
         rare = rare_classes(freqs) if cfg.rare_crop > 0 else ()
     transform = train_transform(crop, info.ignore_index, scale=tuple(cfg.scale), seed=cfg.seed, rare_classes=rare,
                                 rare_p=cfg.rare_crop)
+    transform_low = None
+    if cfg.low_res > 0:  # the same field of view in a quarter of the pixels: scale range and crop both shrink
+        transform_low = train_transform(low_res_crop(crop), info.ignore_index,
+                                        scale=tuple(LOW_RES_FACTOR * v for v in cfg.scale), seed=cfg.seed,
+                                        rare_classes=rare, rare_p=cfg.rare_crop)
     split = _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD)
     batch, sampler, shard = per_rank_batch(cfg.batch_size, world_size), None, len(items)
     if world_size > 1:
@@ -143,7 +161,12 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
         split, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=shard > batch, num_workers=0,
         generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.startswith("cuda"),
     )
-    return TrainData(info, items, val_ds, n_val, input_size, crop, transform, loader, weight, sampler, rare)
+    return TrainData(info, items, val_ds, n_val, input_size, crop, transform, loader, weight, sampler, rare, transform_low)
+
+
+def low_res_crop(crop: tuple[int, int]) -> tuple[int, int]:
+    """The crop (H, W) of the ``--low-res`` epochs: ``crop`` scaled by :data:`LOW_RES_FACTOR`, at least 1 pixel."""
+    return tuple(max(1, round(LOW_RES_FACTOR * v)) for v in crop)
 
 
 def seed_epoch(seed: int, epoch: int, data: TrainData, rank: int = 0) -> None:
@@ -160,3 +183,5 @@ def seed_epoch(seed: int, epoch: int, data: TrainData, rank: int = 0) -> None:
     if data.sampler is not None:
         data.sampler.set_epoch(epoch)
     reseed(data.transform, s)
+    if data.transform_low is not None:
+        reseed(data.transform_low, s)
