@@ -11,11 +11,14 @@ ablation.json`` keeps the rows of an earlier report with the same baseline whose
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 from unet_edge.artifacts import load_checkpoint
 from unet_edge.errors import ArtifactError
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
+from unet_edge.train import TrainConfig
 
 #: train_config keys that never define a recipe difference (paths, bookkeeping).
 #: ``logit_offsets`` runs after the epochs; the table shows what it added in its own column.
@@ -30,8 +33,6 @@ def read_run(folder: str | Path) -> dict:
     Raises:
         ArtifactError: the folder lacks ``best.pt`` or ``summary.json`` (an unfinished run).
     """
-    import json
-
     folder = Path(folder)
     if not (folder / "summary.json").is_file() or not (folder / "best.pt").is_file():
         raise ArtifactError(f"{folder}: no summary.json/best.pt; is the run finished?")
@@ -53,9 +54,17 @@ def _class_iou(per_class, names: list[str], i: int) -> float:
     return float("nan") if v is None else float(v)
 
 
+#: the trainer's defaults: a run trained before an option existed ran with its default
+_DEFAULTS = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(TrainConfig)
+                                    if f.default is not dataclasses.MISSING}))  # as train_config stores them
+
+
 def _diff(cfg: dict, base: dict) -> str:
-    keys = sorted(k for k in set(cfg) | set(base) if k not in _NOT_RECIPE and cfg.get(k) != base.get(k))
-    return ", ".join(f"{k}={cfg.get(k)}" for k in keys) or "(baseline)"
+    def get(c: dict, k: str):
+        return c.get(k, _DEFAULTS.get(k))
+
+    keys = sorted(k for k in set(cfg) | set(base) if k not in _NOT_RECIPE and get(cfg, k) != get(base, k))
+    return ", ".join(f"{k}={get(cfg, k)}" for k in keys) or "(baseline)"
 
 
 def table(runs: list[dict]) -> tuple[list[dict], str]:
@@ -112,8 +121,6 @@ def main(argv: list[str] | None = None) -> None:
     rows, md = table(runs)
     hosts = sorted({r["host"] for r in runs})
     if a.previous:
-        import json
-
         earlier = json.loads(Path(a.previous).read_text())
         rows = merge_previous(rows, earlier["rows"])
         md = _markdown(rows)

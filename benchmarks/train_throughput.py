@@ -1,6 +1,7 @@
 """Training throughput of one U-Net step on this host, per variant: PyTorch eager in NCHW
 (contiguous), eager in channels_last, and ``torch.compile`` (Inductor; its compile time reported
-apart). Every variant runs the trainer's own step (:func:`unet_edge.train.train_step`: autocast
+apart); and two recipe costs on top of channels_last: ``lovasz`` (``--lovasz-weight 1``) and
+``low_res`` (a ``--low-res`` step: the crop at half size). Every variant runs the trainer's own step (:func:`unet_edge.train.train_step`: autocast
 in the precision ``--precision auto`` picks here, loss, backward, AdamW) on the same random batch,
 in interleaved rounds, so load drift on a shared machine hits all variants alike. This is the
 "throughput first" half of the CPU-hour recipe: a variant that trains more images per second
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unet_edge.data.train_split import low_res_crop
 from unet_edge.host import probe_host, resolve_threads
 from unet_edge.io_utils import write_json_atomic, write_text_atomic
 from unet_edge.model import UNet, config_from_preset
@@ -27,12 +29,14 @@ from unet_edge.train import train_step
 
 from .hostinfo import host_info
 
-VARIANTS = ("eager", "channels_last", "compile")
+VARIANTS = ("eager", "channels_last", "compile", "lovasz", "low_res")
+#: the variants that train in channels_last
+NHWC = ("channels_last", "lovasz", "low_res")
 
 
 def _make(variant: str, base: torch.nn.Module, lr: float):
     model = copy.deepcopy(base)
-    if variant == "channels_last":
+    if variant in NHWC:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     net = torch.compile(model) if variant == "compile" else model
@@ -57,21 +61,24 @@ def run(preset: str = "edge", batch_size: int = 8, crop: tuple[int, int] = (256,
     choice = choose_precision("cpu", "auto", host=probe_host())
     torch.manual_seed(0)
     base = UNet(config_from_preset(preset, num_classes, 0.0))
-    x = torch.randn(batch_size, 3, *crop)
-    y = torch.randint(0, num_classes, (batch_size, *crop))
     scaler = torch.amp.GradScaler("cuda", enabled=False)
 
-    def timed_step(net, opt, xv) -> float:
+    def batch(hw):
+        return torch.randn(batch_size, 3, *hw), torch.randint(0, num_classes, (batch_size, *hw))
+
+    def timed_step(net, opt, xv, yv, lovasz) -> float:
         t = time.perf_counter()
-        train_step(net, opt, scaler, xv, y, "cpu", choice, 255, None, 0.0).item()
+        train_step(net, opt, scaler, xv, yv, "cpu", choice, 255, None, 0.0, lovasz_weight=lovasz).item()
         return time.perf_counter() - t
 
     nets, first = {}, {}
+    full, low = batch(crop), batch(low_res_crop(crop))
     for v in variants:
         net, opt = _make(v, base, 1e-3)
-        xv = x.contiguous(memory_format=torch.channels_last) if v == "channels_last" else x
-        first[v] = timed_step(net, opt, xv)
-        nets[v] = (net, opt, xv)
+        xv, yv = low if v == "low_res" else full
+        xv = xv.contiguous(memory_format=torch.channels_last) if v in NHWC else xv
+        nets[v] = (net, opt, xv, yv, 1.0 if v == "lovasz" else 0.0)
+        first[v] = timed_step(*nets[v])
     times = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:

@@ -13,11 +13,11 @@ def test_throughput_report_times_each_variant_and_writes_files(tmp_path):
     n = torch.get_num_threads()
     try:
         r = run("tiny", batch_size=2, crop=(32, 48), num_classes=3, steps=2, rounds=1,
-                variants=("eager", "channels_last"), threads=1, out=tmp_path)
+                variants=("eager", "channels_last", "lovasz", "low_res"), threads=1, out=tmp_path)
     finally:
         torch.set_num_threads(n)
     rows = {row["variant"]: row for row in r["rows"]}
-    assert set(rows) == {"eager", "channels_last"} and rows["eager"]["speedup"] == 1.0
+    assert set(rows) == {"eager", "channels_last", "lovasz", "low_res"} and rows["eager"]["speedup"] == 1.0
     for row in rows.values():
         assert row["step_ms"] > 0 and row["images_per_s"] == pytest.approx(2 / (row["step_ms"] / 1e3), rel=0.01)
     assert json.loads((tmp_path / "train_throughput.json").read_text())["rows"] == r["rows"]
@@ -42,6 +42,10 @@ def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_pat
     ck["meta"]["extra"]["train_config"]["ema"] = 0.99
     ck["meta"]["extra"]["val_metrics"]["miou"] += 0.0125
     torch.save(ck, other / "best.pt")
+    old = torch.load(base / "best.pt", weights_only=True)  # a baseline trained before two options existed
+    for key in ("lovasz_weight", "low_res", "scale"):
+        del old["meta"]["extra"]["train_config"][key]
+    torch.save(old, base / "best.pt")
     rows, md = table([read_run(base), read_run(other)])
     assert rows[0]["changed"] == "(baseline)" and rows[0]["delta_points"] == 0.0
     assert rows[1]["changed"] == "ema=0.99" and rows[1]["delta_points"] == pytest.approx(1.25)
