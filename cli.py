@@ -142,7 +142,9 @@ def train(
     warmup_epochs: float = typer.Option(1.0),
     class_weights: str = typer.Option("enet", help="enet (1/ln(1.02+p)) or none."),
     dice_weight: float = typer.Option(0.0, help="Weight of the soft Dice loss added to cross-entropy."),
-    lovasz_weight: float = typer.Option(0.0, help="Weight of the Lovasz-Softmax loss (Berman et al. 2018, a surrogate of per-class IoU) added to cross-entropy, on 65536 random labelled pixels per batch."),
+    lovasz_weight: float = typer.Option(0.0, help="Weight of the Lovasz-Softmax loss (Berman et al. 2018, a "
+                                        "surrogate of per-class IoU) added to cross-entropy, on 65536 random "
+                                        "labelled pixels per batch."),
     scale: str = typer.Option("0.75-1.5", help="Random-scale range MIN-MAX before the crop (0.5-2.0 is the wide "
                               "range of CGNet/DABNet/PIDNet recipes)."),
     ema: float = typer.Option(0.0, help="Decay of an exponential moving average of the weights, validated and saved "
@@ -189,7 +191,8 @@ def train(
         data=str(data), out=str(out), data_format=data_format, preset=preset, dropout=dropout, epochs=epochs,
         batch_size=batch_size, crop=_size(crop, "--crop"), input_size=_size(input_size, "--input-size") if input_size else None,
         lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, class_weights=class_weights,
-        dice_weight=dice_weight, lovasz_weight=lovasz_weight, precision=precision, device=device, seed=seed, threads=threads, limit=limit,
+        dice_weight=dice_weight, lovasz_weight=lovasz_weight, precision=precision, device=device, seed=seed,
+        threads=threads, limit=limit,
         val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
         sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop, low_res=low_res,
         channels_last=channels_last, logit_offsets=logit_offsets,

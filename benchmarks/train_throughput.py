@@ -1,8 +1,8 @@
 """Training throughput of one U-Net step on this host, per variant: PyTorch eager in NCHW
 (contiguous), eager in channels_last, and ``torch.compile`` (Inductor; its compile time reported
 apart); and two recipe costs on top of channels_last: ``lovasz`` (``--lovasz-weight 1``) and
-``low_res`` (a ``--low-res`` step: the crop at half size). Every variant runs the trainer's own step (:func:`unet_edge.train.train_step`: autocast
-in the precision ``--precision auto`` picks here, loss, backward, AdamW) on the same random batch,
+``low_res`` (a ``--low-res`` step: the crop at half size). Every variant runs the trainer's own
+step (:func:`unet_edge.train.train_step`: autocast in the precision ``--precision auto`` picks here, loss, backward, AdamW) on the same random batch,
 in interleaved rounds, so load drift on a shared machine hits all variants alike. This is the
 "throughput first" half of the CPU-hour recipe: a variant that trains more images per second
 buys epochs inside ``--time-budget``.

@@ -1,6 +1,6 @@
-"""Training loop: cross-entropy (+ optional Dice or Lovasz-Softmax, :mod:`unet_edge.losses`) with ignore index, AdamW, warmup+cosine or
-one-cycle schedule, per-epoch validation, atomic best/last checkpoints, ``--resume``, CSV log and
-training-curve PNG.
+"""Training loop: cross-entropy (+ optional Dice or Lovasz-Softmax, :mod:`unet_edge.losses`) with
+ignore index, AdamW, warmup+cosine or one-cycle schedule, optional progressive resizing, per-epoch
+validation, atomic best/last checkpoints, ``--resume``, CSV log and training-curve PNG.
 
 Precision comes from :func:`unet_edge.precision.choose_precision` (``--precision auto``: bf16
 autocast where the CPU or GPU computes bf16 natively, fp16 AMP + GradScaler on CUDA 7.x, FP32
@@ -91,9 +91,10 @@ class TrainConfig:
     :func:`batch_norm_mode`. Recipe: ``scale`` the random-scale range (min, max); ``ema`` the decay
     of an exponential moving average of the weights that is validated and saved instead of the raw
     weights (0 = off; e.g. 0.995); ``ohem`` the share of the hardest labelled pixels the
-    cross-entropy keeps (online hard example mining, 0 = all pixels); ``lovasz_weight`` the weight of the Lovasz-Softmax
-    term (:func:`unet_edge.losses.lovasz_softmax`, 0 = off); ``rare_crop`` the probability
-    that a crop is centred on a rare class (below :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off);
+    cross-entropy keeps (online hard example mining, 0 = all pixels); ``lovasz_weight`` the weight
+    of the Lovasz-Softmax term (:func:`unet_edge.losses.lovasz_softmax`, 0 = off); ``rare_crop``
+    the probability that a crop is centred on a rare class (below
+    :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off);
     ``low_res`` the share of the LR schedule trained at low resolution (progressive resizing, see
     :func:`train`; 0 = off).
     ``logit_offsets``: after the last epoch fit per-class logit offsets for mIoU on training
