@@ -621,25 +621,23 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
             yield from d.loader
 
     it = batches()
-    probe.train()
-    try:
+
+    def step_seconds() -> float:
+        """One untimed warm-up step (new shapes select new kernels), then the mean of CALIB_STEPS."""
         for i in range(CALIB_STEPS + 1):
             if i == 1:
                 t = _clock()
             x, y = next(it)
             train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
                        cfg.dice_weight, cfg.ohem, cfg.channels_last, cfg.lovasz_weight).item()
-        step_s = (_clock() - t) / CALIB_STEPS
-        low_s = None
-        if d.transform_low is not None:  # one warm-up step: new shapes select new kernels
+        return (_clock() - t) / CALIB_STEPS
+
+    probe.train()
+    try:
+        step_s, low_s = step_seconds(), None
+        if d.transform_low is not None:
             d.use_low_res(True)
-            for i in range(CALIB_STEPS + 1):
-                if i == 1:
-                    t = _clock()
-                x, y = next(it)
-                train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
-                           cfg.dice_weight, cfg.ohem, cfg.channels_last, cfg.lovasz_weight).item()
-            low_s = (_clock() - t) / CALIB_STEPS
+            low_s = step_seconds()
             d.use_low_res(False)
         n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
         _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
