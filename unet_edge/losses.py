@@ -58,11 +58,10 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     """
     logits = logits.float()
     valid = target != ignore_index
-    if logits.shape[1] == 1:
+    binary = logits.shape[1] == 1
+    if binary:
         t = target.clamp(0, 1).float()
         loss = F.binary_cross_entropy_with_logits(logits[:, 0][valid], t[valid]) if valid.any() else logits.sum() * 0
-        probs = torch.sigmoid(logits[:, 0]).unsqueeze(1)
-        onehot = t.unsqueeze(1)
     else:
         if ohem > 0:
             pix = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")[valid]
@@ -74,18 +73,20 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
                 loss = logits.sum() * 0
         else:
             loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
-        probs = logits.softmax(1)
-        onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float()
+    if dice_weight <= 0 and lovasz_weight <= 0:
+        return loss  # the default recipe: no probabilities or one-hot targets needed in the step
+    probs = torch.sigmoid(logits) if binary else logits.softmax(1)
     if dice_weight > 0:
+        onehot = t.unsqueeze(1) if binary else F.one_hot(
+            target.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float()
         v = valid.unsqueeze(1).float()
         inter = (probs * onehot * v).sum((0, 2, 3))
         denom = ((probs + onehot) * v).sum((0, 2, 3))
         loss = loss + dice_weight * (1 - ((2 * inter + 1) / (denom + 1)).mean())
     if lovasz_weight > 0:
-        p = probs.permute(0, 2, 3, 1)[valid]  # (P, K) of the labelled pixels
-        y = target[valid].clamp(0, 1) if logits.shape[1] == 1 else target[valid]
-        if logits.shape[1] == 1:
-            p = torch.cat([1 - p, p], 1)
+        p, y = probs.permute(0, 2, 3, 1)[valid], target[valid]  # (P, K) and (P,) of the labelled pixels
+        if binary:
+            p, y = torch.cat([1 - p, p], 1), y.clamp(0, 1)
         if y.numel() > LOVASZ_PIXELS:
             pick = torch.randint(0, y.numel(), (LOVASZ_PIXELS,), device=y.device)
             p, y = p[pick], y[pick]

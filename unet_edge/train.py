@@ -635,10 +635,9 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
     probe.train()
     try:
         step_s, low_s = step_seconds(), None
-        if d.transform_low is not None:
+        if d.transform_low is not None:  # back to full resolution in ``finally``
             d.use_low_res(True)
             low_s = step_seconds()
-            d.use_low_res(False)
         n_cal = max(1, min(d.n_val, CALIB_VAL_IMAGES))
         _validate(probe, s.meta, d.val_ds, s.device, s.choice, 1)
         t = _clock()
