@@ -67,14 +67,18 @@ def _diff(cfg: dict, base: dict) -> str:
     return ", ".join(f"{k}={get(cfg, k)}" for k in keys) or "(baseline)"
 
 
-def table(runs: list[dict]) -> tuple[list[dict], str]:
-    """Rows (dicts) and a Markdown table; the first run is the baseline of the deltas (points)."""
+def table(runs: list[dict], previous: list[dict] | None = None) -> tuple[list[dict], str]:
+    """Rows (dicts) and a Markdown table; the first run is the baseline of the deltas (points).
+    ``previous``: an earlier report's rows, merged in by :func:`merge_previous` (which raises
+    ``ArtifactError`` on another baseline)."""
     base = runs[0]
     rows = [{"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
              "minutes": r["minutes"], "miou": round(r["miou"], 4),
              "delta_points": round(100 * (r["miou"] - base["miou"]), 2),
              "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()},
              "offsets_points": r.get("offsets_points")} for r in runs]
+    if previous:
+        rows = merge_previous(rows, previous)
     return rows, _markdown(rows)
 
 
@@ -118,13 +122,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="an earlier ablation.json with the same baseline: keep its rows whose run folders are gone")
     a = p.parse_args(argv)
     runs = [read_run(f) for f in a.runs]
-    rows, md = table(runs)
-    hosts = sorted({r["host"] for r in runs})
-    if a.previous:
-        earlier = json.loads(Path(a.previous).read_text())
-        rows = merge_previous(rows, earlier["rows"])
-        md = _markdown(rows)
-        hosts = sorted(set(hosts) | set(earlier.get("hosts", [])))
+    earlier = json.loads(Path(a.previous).read_text()) if a.previous else {}
+    rows, md = table(runs, earlier.get("rows"))
+    hosts = sorted({r["host"] for r in runs} | set(earlier.get("hosts", [])))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "ablation.json", {"title": a.title, "hosts": hosts, "rows": rows})

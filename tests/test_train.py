@@ -341,13 +341,18 @@ def test_plan_epochs_counts_validation_and_the_final_epoch():
 
 class FakeClock:
     """A deterministic clock for the trainer: every training step costs ``step_s`` fake seconds
-    (``slow_s`` from call ``slow_after`` on; ``low_step_s`` on batches smaller than the crop of
-    :func:`_budget_cfg`), every validated image ``image_s``; real time is ignored."""
+    (``slow_s`` from call ``slow_after`` on, ``first_s`` for the first ``first_calls`` calls; ``low_step_s`` on
+    batches smaller than the crop of :func:`_budget_cfg`), every validated image ``image_s``; real time is
+    ignored. The calibration warms up with ``warmup_steps`` steps (the plans' arithmetic below: 1 warm-up
+    and 3 timed steps; None keeps the trainer's :data:`~unet_edge.train.CALIB_WARMUP_STEPS`)."""
 
     def __init__(self, monkeypatch, step_s=1.0, image_s=0.25, slow_after=None, slow_s=3.0, kill_at=None,
-                 low_step_s=None):
+                 low_step_s=None, warmup_steps=1, first_calls=0, first_s=5.0):
         self.t, self.calls, self.low_step_s = 0.0, 0, low_step_s
         self.step_s, self.image_s, self.slow_after, self.slow_s, self.kill_at = step_s, image_s, slow_after, slow_s, kill_at
+        self.first_calls, self.first_s = first_calls, first_s
+        if warmup_steps is not None:
+            monkeypatch.setattr(train_mod, "CALIB_WARMUP_STEPS", warmup_steps)
         loss, evaluate = train_mod.segmentation_loss, train_mod.evaluate
 
         def fake_loss(*a, **k):
@@ -356,7 +361,8 @@ class FakeClock:
                 raise Killed
             slow = self.slow_after is not None and self.calls > self.slow_after
             low = self.low_step_s is not None and a[0].shape[-2] * a[0].shape[-1] < 48 * 64  # _budget_cfg's crop
-            self.t += self.low_step_s if low else self.slow_s if slow else self.step_s
+            first = self.calls <= self.first_calls
+            self.t += self.first_s if first else self.low_step_s if low else self.slow_s if slow else self.step_s
             return loss(*a, **k)
 
         def fake_evaluate(infer, dataset, meta, batch_size=4, limit=None, **k):
@@ -443,6 +449,17 @@ def test_time_budget_reserves_the_logit_offsets_stage(folder_dataset, tmp_path, 
     assert s["epochs_planned"] == 4 and s["epochs"] == 4
     assert s["logit_offsets"] is not None and any(line.startswith("logit offsets") for line in lines)
     assert s["elapsed_s"] <= 20
+
+
+def test_time_budget_calibration_leaves_the_slow_first_steps_out(folder_dataset, tmp_path, monkeypatch):
+    # a fresh process: its first 3 steps cost 5 s, every later one 1 s (the trainer's real warm-up count)
+    assert train_mod.CALIB_WARMUP_STEPS == 3
+    FakeClock(monkeypatch, warmup_steps=None, first_calls=3, first_s=5.0)
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=40.0), log=lambda *a: None)
+    # timed: steps 4-6 (1 s each) -> epoch 2 + 0.5 s, the steady cost; calibration used 15 + 3 + 0.75 s.
+    # 36.8 - 18.75 = 18.05 s -> 7 epochs (with 1 warm-up step: (5 + 5 + 1) / 3 s a step, 7.83 s an epoch, 2)
+    assert s["epoch_estimate_s"] == pytest.approx(2.5) and s["epochs_planned"] == 7
+    assert s["elapsed_s"] == pytest.approx(18.75 + 7 * 2.5, abs=0.06)
 
 
 def test_time_budget_never_extends_past_the_epochs_bound(folder_dataset, tmp_path, monkeypatch):

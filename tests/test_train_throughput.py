@@ -58,6 +58,9 @@ def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_pat
     merged = merge_previous(rows, [rows[0], gone, {**rows[1], "miou": 0.0}])  # ema is on disk: today's row wins
     assert [(r["run"], r["miou"]) for r in merged] == [("baseline", rows[0]["miou"]), ("dice05", 0.5),
                                                        ("ema", rows[1]["miou"])]
+    rows2, md2 = table([read_run(base), read_run(other)], [rows[0], gone])  # one table, merged rows included
+    assert rows2 == merged and "| dice05 | dice_weight=0.5 |" in md2
+    assert md2.index("| dice05 |") < md2.index("| ema |")
     with pytest.raises(ArtifactError, match="the earlier report's baseline is ema"):
         merge_previous(rows, [rows[1], gone])
     (other / "summary.json").unlink()

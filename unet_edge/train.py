@@ -59,7 +59,11 @@ from .runtime.torch_backend import TorchBackend, resolve_device
 from .seeding import rng_state, seed_everything, set_rng_state
 from .time_budget import TIME_BUDGET_MARGIN, LowResPhase, ScheduleWarp, epochs_cost, format_duration, plan_epochs
 
-#: timed training steps of the calibration (after one untimed warm-up step).
+#: untimed warm-up steps before the calibration's timed ones, per resolution: a fresh process's
+#: first 4-6 steps ran 1.5-2x slower than the steady ones (oneDNN primitive creation, allocator,
+#: loader workers starting), and one warm-up step left 2 of 4 60-minute CamVid plans 1.5-2x over.
+CALIB_WARMUP_STEPS = 3
+#: timed training steps of the calibration (after the warm-up ones).
 CALIB_STEPS = 3
 #: validation images timed by the calibration (the cost is scaled to the whole split).
 CALIB_VAL_IMAGES = 8
@@ -599,12 +603,12 @@ def _restore(s: _Setup, st: RunState, ck: dict) -> None:
 
 def _measure_costs(s: _Setup, st: RunState) -> dict:
     """Time one epoch's real costs on a throw-away copy of the model (the run's model, optimizer
-    and random streams are left as they were): one untimed warm-up step, then
+    and random streams are left as they were): :data:`CALIB_WARMUP_STEPS` untimed warm-up steps, then
     :data:`CALIB_STEPS` timed training steps (data loading and augmentation included), and a
     validation pass over up to :data:`CALIB_VAL_IMAGES` images after an untimed 1-image warm-up,
     scaled to the ``n_val`` images of the split.
 
-    With ``--low-res`` also :data:`CALIB_STEPS` low-resolution steps after a warm-up one.
+    With ``--low-res`` also :data:`CALIB_STEPS` low-resolution steps after as many warm-up ones.
 
     Returns:
         ``{"step_s", "train_s" (one epoch of steps), "val_s" (one validation pass)}`` in seconds,
@@ -623,9 +627,9 @@ def _measure_costs(s: _Setup, st: RunState) -> dict:
     it = batches()
 
     def step_seconds() -> float:
-        """One untimed warm-up step (new shapes select new kernels), then the mean of CALIB_STEPS."""
-        for i in range(CALIB_STEPS + 1):
-            if i == 1:
+        """CALIB_WARMUP_STEPS untimed steps (new shapes select new kernels), then the mean of CALIB_STEPS."""
+        for i in range(CALIB_WARMUP_STEPS + CALIB_STEPS):
+            if i == CALIB_WARMUP_STEPS:
                 t = _clock()
             x, y = next(it)
             train_step(probe, opt, scaler, x, y, s.device, s.choice, d.info.ignore_index, d.weight,
