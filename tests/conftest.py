@@ -1,7 +1,19 @@
 """Shared fixtures: tiny datasets written by the tests, a tiny trained checkpoint, real CamVid."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+# Two xdist workers (and their subprocesses) share 2 cores: libgomp's threads spinning after each
+# parallel region burn the other worker's CPU. Sleeping at once (libgomp reads this when torch
+# loads it, so before the import) ran the suite in 136 s instead of 157-162 s on x86-avx512-vnni.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "torch" in sys.modules and os.environ["OMP_WAIT_POLICY"] == "PASSIVE":
+    import warnings
+
+    warnings.warn("torch was imported before tests/conftest.py set OMP_WAIT_POLICY=PASSIVE: its OpenMP threads "
+                  "spin (slower suite on shared cores); export OMP_WAIT_POLICY=PASSIVE before pytest")
 
 import cv2
 import numpy as np
