@@ -8,12 +8,13 @@ from pathlib import Path
 # Two xdist workers (and their subprocesses) share 2 cores: libgomp's threads spinning after each
 # parallel region burn the other worker's CPU. Sleeping at once (libgomp reads this when torch
 # loads it, so before the import) saved about 10 % of the suite (4 interleaved pairs, README).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-if "torch" in sys.modules and os.environ["OMP_WAIT_POLICY"] == "PASSIVE":
-    import warnings
+if "OMP_WAIT_POLICY" not in os.environ:  # a value the user exported is theirs, and libgomp has read it
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if "torch" in sys.modules:
+        import warnings
 
-    warnings.warn("torch was imported before tests/conftest.py set OMP_WAIT_POLICY=PASSIVE: its OpenMP threads "
-                  "spin (slower suite on shared cores); export OMP_WAIT_POLICY=PASSIVE before pytest")
+        warnings.warn("torch was imported before tests/conftest.py set OMP_WAIT_POLICY=PASSIVE: its OpenMP threads "
+                      "spin (slower suite on shared cores); export OMP_WAIT_POLICY=PASSIVE before pytest")
 
 import cv2
 import numpy as np

@@ -457,7 +457,7 @@ def test_time_budget_calibration_leaves_the_slow_first_steps_out(folder_dataset,
     FakeClock(monkeypatch, warmup_steps=None, first_calls=3, first_s=5.0)
     s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=40.0), log=lambda *a: None)
     # timed: steps 4-6 (1 s each) -> epoch 2 + 0.5 s, the steady cost; calibration used 15 + 3 + 0.75 s.
-    # 36.8 - 18.75 = 18.05 s -> 7 epochs (with 1 warm-up step: (5 + 5 + 1) / 3 s a step, 7.83 s an epoch, 2)
+    # 36.8 - 18.75 = 18.05 s -> 7 epochs (1 warm-up step would time (5 + 5 + 1) / 3 s a step: 7.83 s an epoch)
     assert s["epoch_estimate_s"] == pytest.approx(2.5) and s["epochs_planned"] == 7
     assert s["elapsed_s"] == pytest.approx(18.75 + 7 * 2.5, abs=0.06)
 
