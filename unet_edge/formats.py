@@ -72,7 +72,7 @@ CPU_TARGETS = {
                  "why": "VNNI/AMX add u8 x s8 products in int32 (VPDPBUSD): nothing saturates, full 8-bit weights"},
     "x86-avx2": {"schemes": ("u8s8-w7", "u8u8"),
                  "why": "no VNNI: VPMADDUBSW saturates u8 x s8 pair sums at int16 (full-range U8S8 on an AVX2-only "
-                        "EPYC: camvid-edge val mIoU 0.551 vs FP32 0.645, Sky IoU 0.94 -> 0.15); 7-bit weights cannot "
+                        "EPYC: camvid-edge v4 val mIoU 0.551 vs FP32 0.645, Sky IoU 0.94 -> 0.15); 7-bit weights cannot "
                         "saturate, and U8U8 (1.8x slower there, full 8 bits) is taken when they lose too much accuracy"},
     "arm64": {"schemes": ("u8s8",),
               "why": "Arm int8 kernels (SDOT/UDOT, SMMLA) accumulate in int32: no saturation (not measured yet)"},
