@@ -216,6 +216,8 @@ def test_int8_check_limits_worst_class_and_cause():
                     _metrics(0.497, {"sky": 0.895, "road": 0.795, "pole": None}))
     assert ok.passed and ok.worst_class in ("sky", "road") and "pole" not in ok.per_class_drop
     assert ok.miou_drop == pytest.approx(0.5)
+    passed_msg = ok.message("m.onnx", "val", "x86-vnni")
+    assert passed_msg.endswith("within the limits") and "--allow-int8-drop" not in passed_msg  # no remedy to apply
     kernel_loss = check_int8("onnx_int8_cpu", fp32, _metrics(0.40, {"sky": 0.31, "road": 0.80}),
                              _metrics(0.499, {"sky": 0.90, "road": 0.80}))
     assert not kernel_loss.passed and kernel_loss.worst_class == "sky"

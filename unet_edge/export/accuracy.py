@@ -43,10 +43,13 @@ class Int8Check:
         return dict(self.__dict__)
 
     def message(self, file_name: str, split: str, int8_family: str) -> str:
-        """A sentence naming the loss, its likely cause and what to do."""
+        """A sentence naming the loss and, for a failed check, its likely cause and what to do (a
+        passed check gets no remedy: there is nothing to fix)."""
         s = (f"{file_name} ({self.gated} run) loses {self.miou_drop:.2f} mIoU points against FP32 on {split} "
              f"(limit {self.max_miou_drop:g}); worst class {self.worst_class} -{self.worst_class_drop:.1f} points "
              f"(limit {self.max_class_drop:g})")
+        if self.passed:
+            return s + ": within the limits"
         if self.kernel_effect is not None and self.fake_quant_drop is not None:
             if self.kernel_effect > max(0.5, self.fake_quant_drop):
                 s += (f". The fake-quant run of the same graph loses only {self.fake_quant_drop:.2f} points, so the "
