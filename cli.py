@@ -126,7 +126,8 @@ def train(
     out: Path = typer.Option(Path("runs/train"), help="Run folder: best.pt, last.pt, log.csv, curves.png."),
     data_format: Optional[str] = typer.Option(None, help="Force the layout: carla, camvid, folder."),
     preset: str = typer.Option("edge", help="Model preset: edge (16 base ch), edge-wide (32), unet (64, the paper's), tiny."),
-    epochs: int = typer.Option(30, min=1, help="Training epochs; with --time-budget the upper bound."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Training epochs [default: 30]; with --time-budget the "
+                                         "upper bound [default: 1000, so the budget sets the length]."),
     time_budget: Optional[str] = typer.Option(
         None, "--time-budget", help="Wall-clock budget for the whole training, e.g. 90s, 20m, 1.5h or plain minutes "
         "(Ultralytics' time). Times the first steps and a validation pass, then trains as many epochs as end inside "
@@ -184,9 +185,11 @@ def train(
 
     On several processes: torchrun --standalone --nproc_per_node N cli.py train ... (DDP: gloo on
     CPU, NCCL on CUDA; rank 0 logs and writes the run folder)."""
-    from unet_edge.time_budget import parse_time_budget
+    from unet_edge.time_budget import BUDGET_EPOCHS_BOUND, parse_time_budget
     from unet_edge.train import TrainConfig, train as run_train
 
+    if epochs is None:
+        epochs = BUDGET_EPOCHS_BOUND if time_budget is not None else TrainConfig.epochs
     cfg = TrainConfig(
         data=str(data), out=str(out), data_format=data_format, preset=preset, dropout=dropout, epochs=epochs,
         batch_size=batch_size, crop=_size(crop, "--crop"), input_size=_size(input_size, "--input-size") if input_size else None,

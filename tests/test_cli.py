@@ -91,6 +91,23 @@ def test_bad_inputs_exit_with_clear_errors(args, code, text, tiny_run, folder_da
     assert text in r.output.replace("\n", "")
 
 
+@pytest.mark.parametrize("args, bound", [(("--time-budget", "20m"), 1000), ((), 30),
+                                         (("--time-budget", "20m", "--epochs", "7"), 7)])
+def test_train_epochs_bound_defaults_to_the_budget(folder_dataset, tmp_path, monkeypatch, args, bound):
+    # --time-budget without --epochs: the budget, not the no-budget default of 30, sets the length
+    import unet_edge.train
+
+    seen = {}
+
+    def fake_train(cfg, log=print):
+        seen["epochs"] = cfg.epochs
+        return {"best_miou": 0.5, "best_epoch": 1, "epochs": 1, "elapsed_s": 1.0, "best": "b.pt"}
+
+    monkeypatch.setattr(unet_edge.train, "train", fake_train)
+    r = runner.invoke(app, ["train", "--data", str(folder_dataset), "--out", str(tmp_path / "r"), *args])
+    assert seen.get("epochs") == bound, r.output
+
+
 def test_train_bad_size_is_a_usage_error(folder_dataset):
     r = runner.invoke(app, ["train", "--data", str(folder_dataset), "--crop", "big"])
     assert r.exit_code == 2 and "HxW" in r.output

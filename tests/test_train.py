@@ -12,7 +12,7 @@ from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
 from unet_edge.data.train_split import class_frequencies, enet_class_weights
 from unet_edge.seeding import rng_state, set_rng_state
-from unet_edge.time_budget import LowResPhase, parse_time_budget, plan_epochs
+from unet_edge.time_budget import BUDGET_ROOM_FACTOR, LowResPhase, budget_room, parse_time_budget, plan_epochs
 from unet_edge.train import TrainConfig, segmentation_loss, train
 
 from conftest import write_folder_dataset
@@ -464,8 +464,30 @@ def test_time_budget_calibration_leaves_the_slow_first_steps_out(folder_dataset,
 
 def test_time_budget_never_extends_past_the_epochs_bound(folder_dataset, tmp_path, monkeypatch):
     FakeClock(monkeypatch, slow_after=4, slow_s=0.5)
-    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, epochs=6), log=lambda *a: None)
+    lines = []
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, epochs=6), log=lines.append)
     assert s["epochs_planned"] == 5 and s["epochs"] == 6
+    # the extension stops at the bound and says what the budget would hold (9 epochs, as without the bound)
+    capped = [line for line in lines if "6 epochs instead of 5" in line]
+    assert len(capped) == 1 and "--epochs 6 ends the run before the budget, which would hold 9 epochs" in capped[0]
+
+
+def test_time_budget_says_when_the_epochs_bound_ends_the_first_plan(folder_dataset, tmp_path, monkeypatch):
+    FakeClock(monkeypatch)
+    lines = []
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=20.0, epochs=3), log=lines.append)
+    assert s["epochs_planned"] == 3 and s["epochs"] == 3  # 5 fit (first budget test)
+    assert sum("which would hold 5 epochs" in line for line in lines) == 1
+    quiet = []
+    train(_budget_cfg(folder_dataset, tmp_path / "b", time_budget_s=20.0, epochs=5), log=quiet.append)
+    assert not any("would hold" in line for line in quiet)  # the budget, not the bound, ends this plan
+
+
+def test_budget_room_only_when_the_bound_binds():
+    assert plan_epochs(100, 1, 30, 10, 4) == 7
+    assert budget_room(100, 1, 5, 10, 4) == 7 and budget_room(100, 1, 7, 10, 4) is None
+    assert budget_room(100, 4, 6, 10, 4) == 10   # from epoch 4 on: epochs 4..10 fit
+    assert budget_room(1e6, 1, 2, 1, 0) == 2 * BUDGET_ROOM_FACTOR  # looks no further than 10x the bound
 
 
 def test_plan_epochs_with_a_low_res_phase():

@@ -14,6 +14,12 @@ from .errors import UsageError
 #: forecast re-plans only when it passes ``(1 - TIME_BUDGET_MARGIN / 2) * budget`` (hysteresis: a
 #: few percent of timing noise does not cost an epoch).
 TIME_BUDGET_MARGIN = 0.08
+#: ``train --time-budget`` without ``--epochs``: the bound on the epochs, high enough that the budget
+#: sets the length (Ultralytics' ``time`` overrides ``epochs`` alike). Without a budget the bound is
+#: :class:`unet_edge.train.TrainConfig`'s ``epochs``.
+BUDGET_EPOCHS_BOUND = 1000
+#: :func:`budget_room` looks this many times past the ``--epochs`` bound for what the budget would hold.
+BUDGET_ROOM_FACTOR = 10
 
 _UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
           "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
@@ -83,6 +89,16 @@ def plan_epochs(available_s: float, first_epoch: int, max_epochs: int, train_s: 
     return best
 
 
+def budget_room(available_s: float, first_epoch: int, bound: int, train_s: float, val_s: float,
+                val_every: int = 1, low_res: LowResPhase | None = None) -> int | None:
+    """When the ``--epochs`` ``bound`` and not the budget ends a plan: the final epoch the
+    ``available_s`` seconds would hold without the bound (:func:`plan_epochs`, looking up to
+    ``10 x bound``), else None (the budget binds first)."""
+    room = plan_epochs(available_s, first_epoch, max(bound, first_epoch) * BUDGET_ROOM_FACTOR, train_s, val_s, val_every,
+                       low_res)
+    return room if room > bound else None
+
+
 @dataclass
 class ScheduleWarp:
     """Maps a real optimizer step to the step of the LR schedule it runs at (piecewise linear).
@@ -121,6 +137,7 @@ def epochs_cost(first: int, last: int, train_s: float, val_s: float, val_every: 
     if n <= 0:
         return 0.0
     n_low = low_res.epochs(n) if low_res is not None else 0
-    n_val = sum(1 for e in range(first + n_low, last) if e % val_every == 0) + 1
+    a = first + n_low  # multiples of val_every in [a, last), then the final epoch: O(1), plans scan thousands
+    n_val = max(0, (last - 1) // val_every - (a - 1) // val_every) + 1
     low_s = low_res.train_s if low_res is not None else 0.0
     return n_low * low_s + (n - n_low) * train_s + n_val * val_s

@@ -57,7 +57,8 @@ from .precision import PrecisionChoice, choose_precision
 from .progress import make_progress
 from .runtime.torch_backend import TorchBackend, resolve_device
 from .seeding import rng_state, seed_everything, set_rng_state
-from .time_budget import TIME_BUDGET_MARGIN, LowResPhase, ScheduleWarp, epochs_cost, format_duration, plan_epochs
+from .time_budget import (BUDGET_ROOM_FACTOR, TIME_BUDGET_MARGIN, LowResPhase, ScheduleWarp, budget_room, epochs_cost,
+                          format_duration, plan_epochs)
 
 #: untimed warm-up steps before the calibration's timed ones, per resolution: a fresh process's
 #: first 4-6 steps ran 1.5-2x slower than the steady ones (oneDNN primitive creation, allocator,
@@ -702,15 +703,17 @@ def _plan_fresh(s: _Setup, st: RunState) -> None:
     if budget and cfg.epochs > 1:  # (a bound of 1 epoch leaves nothing to choose)
         c = st.costs = _measure_costs(s, st)
         low = _low_res_phase(s, st)
-        st.epochs = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), 1, cfg.epochs, c["train_s"],
-                                c["val_s"], cfg.val_every, low)
+        avail = budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st)
+        st.epochs = plan_epochs(avail, 1, cfg.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
+        room = budget_room(avail, 1, cfg.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
         st.estimate = round(c["train_s"] + c["val_s"], 2)
         s.log(f"time budget {format_duration(budget)}: epoch ~{_s(c['train_s'] + c['val_s'])} (train "
               f"{_s(c['train_s'])} + val {_s(c['val_s'])}"
               + (f"; low-resolution epoch ~{_s(low.train_s)}, not validated" if low else "")
               + f"), {_s(st.elapsed())} used -> {st.epochs} epochs"
               + (f" ({low.epochs(st.epochs)} at low resolution)" if low else "")
-              + f" (at most {cfg.epochs}; planned to end by {1 - TIME_BUDGET_MARGIN:.0%} of the budget)")
+              + f" (at most {cfg.epochs}; planned to end by {1 - TIME_BUDGET_MARGIN:.0%} of the budget)"
+              + _bound_note(cfg, room))
     elif budget:
         s.log(f"time budget {format_duration(budget)}: 1 epoch, the --epochs bound (nothing to plan)")
     st.epochs_planned = st.epochs
@@ -762,6 +765,15 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     return True
 
 
+def _bound_note(cfg: TrainConfig, room: int | None) -> str:
+    """The log's warning when ``--epochs``, not the budget, ends the plan (``room``: :func:`budget_room`)."""
+    if room is None:
+        return ""
+    more = "at least " if room >= cfg.epochs * BUDGET_ROOM_FACTOR else ""
+    return (f"; --epochs {cfg.epochs} ends the run before the budget, which would hold {more}{room} epochs: "
+            "raise --epochs (or leave it out) to use the whole budget")
+
+
 def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     """Raise the plan when epochs run faster than the first measurement said (it includes one-off
     costs: kernel selection, allocator warm-up, a busy machine at start), while ``cfg.epochs``
@@ -781,13 +793,14 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     slow = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if slow > budget * (1 - 1.5 * TIME_BUDGET_MARGIN):
         return False
-    new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, cfg.epochs,
-                      worst["train_s"], c["val_s"], cfg.val_every, low)
+    avail = budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st)
+    new = plan_epochs(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if new <= st.epochs:
         return False
+    room = budget_room(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c[key] + (res.val_s or 0.0))}, "
           f"forecast {_s(slow)} at the slowest recent epoch leaves room -> {new} epochs instead of {st.epochs} "
-          "(rest of the schedule stretched)")
+          "(rest of the schedule stretched)" + _bound_note(cfg, room))
     st.epochs = new
     st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
     return True
