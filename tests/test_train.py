@@ -12,7 +12,7 @@ from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
 from unet_edge.data.train_split import class_frequencies, enet_class_weights
 from unet_edge.seeding import rng_state, set_rng_state
-from unet_edge.time_budget import BUDGET_ROOM_FACTOR, LowResPhase, budget_room, parse_time_budget, plan_epochs
+from unet_edge.time_budget import BUDGET_ROOM_FACTOR, LowResPhase, parse_time_budget, plan_epochs, plan_with_room
 from unet_edge.train import TrainConfig, segmentation_loss, train
 
 from conftest import write_folder_dataset
@@ -483,11 +483,15 @@ def test_time_budget_says_when_the_epochs_bound_ends_the_first_plan(folder_datas
     assert not any("would hold" in line for line in quiet)  # the budget, not the bound, ends this plan
 
 
-def test_budget_room_only_when_the_bound_binds():
+def test_plan_with_room_reports_room_only_when_the_bound_binds():
     assert plan_epochs(100, 1, 30, 10, 4) == 7
-    assert budget_room(100, 1, 5, 10, 4) == 7 and budget_room(100, 1, 7, 10, 4) is None
-    assert budget_room(100, 4, 6, 10, 4) == 10   # from epoch 4 on: epochs 4..10 fit
-    assert budget_room(1e6, 1, 2, 1, 0) == 2 * BUDGET_ROOM_FACTOR  # looks no further than 10x the bound
+    assert plan_with_room(100, 1, 5, 10, 4) == (5, 7) and plan_with_room(100, 1, 7, 10, 4) == (7, None)
+    assert plan_with_room(100, 1, 30, 10, 4) == (7, None)
+    assert plan_with_room(100, 4, 6, 10, 4) == (6, 10)   # from epoch 4 on: epochs 4..10 fit
+    assert plan_with_room(10, 4, 6, 10, 4) == (4, None)  # nothing fits: at least the first epoch, as plan_epochs
+    assert plan_with_room(1e6, 1, 2, 1, 0) == (2, 2 * BUDGET_ROOM_FACTOR)  # looks no further than 10x the bound
+    for bound in range(1, 12):  # the bounded plan is plan_epochs' own
+        assert plan_with_room(100, 1, bound, 10, 4)[0] == plan_epochs(100, 1, bound, 10, 4)
 
 
 def test_plan_epochs_with_a_low_res_phase():

@@ -18,7 +18,7 @@ TIME_BUDGET_MARGIN = 0.08
 #: sets the length (Ultralytics' ``time`` overrides ``epochs`` alike). Without a budget the bound is
 #: :class:`unet_edge.train.TrainConfig`'s ``epochs``.
 BUDGET_EPOCHS_BOUND = 1000
-#: :func:`budget_room` looks this many times past the ``--epochs`` bound for what the budget would hold.
+#: :func:`plan_with_room` looks this many times past the ``--epochs`` bound for what the budget would hold.
 BUDGET_ROOM_FACTOR = 10
 
 _UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
@@ -89,14 +89,15 @@ def plan_epochs(available_s: float, first_epoch: int, max_epochs: int, train_s: 
     return best
 
 
-def budget_room(available_s: float, first_epoch: int, bound: int, train_s: float, val_s: float,
-                val_every: int = 1, low_res: LowResPhase | None = None) -> int | None:
-    """When the ``--epochs`` ``bound`` and not the budget ends a plan: the final epoch the
-    ``available_s`` seconds would hold without the bound (:func:`plan_epochs`, looking up to
-    ``10 x bound``), else None (the budget binds first)."""
-    room = plan_epochs(available_s, first_epoch, max(bound, first_epoch) * BUDGET_ROOM_FACTOR, train_s, val_s, val_every,
-                       low_res)
-    return room if room > bound else None
+def plan_with_room(available_s: float, first_epoch: int, bound: int, train_s: float, val_s: float,
+                   val_every: int = 1, low_res: LowResPhase | None = None) -> tuple[int, int | None]:
+    """:func:`plan_epochs` up to the ``--epochs`` ``bound``, and the room: when the bound and not the
+    budget ends that plan, the final epoch ``available_s`` would hold without it (looking up to
+    :data:`BUDGET_ROOM_FACTOR` x ``bound``), else None. One scan: the costs grow with the epoch, so
+    the bounded plan is the unbounded one cut at ``bound``."""
+    fits = plan_epochs(available_s, first_epoch, max(bound, first_epoch) * BUDGET_ROOM_FACTOR, train_s, val_s,
+                       val_every, low_res)
+    return max(first_epoch, min(fits, bound)), (fits if fits > bound else None)
 
 
 @dataclass

@@ -57,8 +57,8 @@ from .precision import PrecisionChoice, choose_precision
 from .progress import make_progress
 from .runtime.torch_backend import TorchBackend, resolve_device
 from .seeding import rng_state, seed_everything, set_rng_state
-from .time_budget import (BUDGET_ROOM_FACTOR, TIME_BUDGET_MARGIN, LowResPhase, ScheduleWarp, budget_room, epochs_cost,
-                          format_duration, plan_epochs)
+from .time_budget import (BUDGET_ROOM_FACTOR, TIME_BUDGET_MARGIN, LowResPhase, ScheduleWarp, epochs_cost, format_duration,
+                          plan_epochs, plan_with_room)
 
 #: untimed warm-up steps before the calibration's timed ones, per resolution: a fresh process's
 #: first 4-6 steps ran 1.5-2x slower than the steady ones (oneDNN primitive creation, allocator,
@@ -704,8 +704,7 @@ def _plan_fresh(s: _Setup, st: RunState) -> None:
         c = st.costs = _measure_costs(s, st)
         low = _low_res_phase(s, st)
         avail = budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st)
-        st.epochs = plan_epochs(avail, 1, cfg.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
-        room = budget_room(avail, 1, cfg.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
+        st.epochs, room = plan_with_room(avail, 1, cfg.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
         st.estimate = round(c["train_s"] + c["val_s"], 2)
         s.log(f"time budget {format_duration(budget)}: epoch ~{_s(c['train_s'] + c['val_s'])} (train "
               f"{_s(c['train_s'])} + val {_s(c['val_s'])}"
@@ -766,7 +765,7 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
 
 
 def _bound_note(cfg: TrainConfig, room: int | None) -> str:
-    """The log's warning when ``--epochs``, not the budget, ends the plan (``room``: :func:`budget_room`)."""
+    """The log's warning when ``--epochs``, not the budget, ends the plan (``room``: :func:`plan_with_room`)."""
     if room is None:
         return ""
     more = "at least " if room >= cfg.epochs * BUDGET_ROOM_FACTOR else ""
@@ -794,10 +793,9 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     if slow > budget * (1 - 1.5 * TIME_BUDGET_MARGIN):
         return False
     avail = budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st)
-    new = plan_epochs(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
+    new, room = plan_with_room(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if new <= st.epochs:
         return False
-    room = budget_room(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c[key] + (res.val_s or 0.0))}, "
           f"forecast {_s(slow)} at the slowest recent epoch leaves room -> {new} epochs instead of {st.epochs} "
           "(rest of the schedule stretched)" + _bound_note(cfg, room))
