@@ -141,7 +141,7 @@ def train(
     weight_decay: float = typer.Option(1e-4),
     schedule: str = typer.Option("cosine", help="cosine (linear warmup + cosine) or onecycle."),
     warmup_epochs: float = typer.Option(1.0),
-    class_weights: str = typer.Option("enet", help="enet (1/ln(1.02+p)) or none."),
+    class_weights: str = typer.Option("enet", help="enet (1/ln(1.02+p)), median (median frequency balancing, SegNet's) or none."),
     dice_weight: float = typer.Option(0.0, help="Weight of the soft Dice loss added to cross-entropy."),
     lovasz_weight: float = typer.Option(0.0, help="Weight of the Lovasz-Softmax loss (Berman et al. 2018, a "
                                         "surrogate of per-class IoU) added to cross-entropy, on 65536 random "

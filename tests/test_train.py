@@ -10,7 +10,7 @@ import unet_edge.train as train_mod
 from unet_edge.artifacts import load_checkpoint, model_from_checkpoint
 from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
-from unet_edge.data.train_split import class_frequencies, enet_class_weights
+from unet_edge.data.train_split import class_frequencies, enet_class_weights, median_frequency_weights
 from unet_edge.seeding import rng_state, set_rng_state
 from unet_edge.time_budget import BUDGET_ROOM_FACTOR, LowResPhase, parse_time_budget, plan_epochs, plan_with_room
 from unet_edge.train import TrainConfig, segmentation_loss, train
@@ -260,7 +260,7 @@ def test_augmentation_is_reproducible_and_its_draws_independent():
     ("batch_size", 0, "--batch-size"), ("warmup_epochs", -1.0, "--warmup-epochs"), ("epochs", 0, "--epochs"),
     ("val_every", 0, "--val-every"), ("seed", -1, "--seed"), ("threads", -2, "--threads"),
     ("dice_weight", -0.5, "--dice-weight"), ("lovasz_weight", -1.0, "--lovasz-weight"), ("crop", (0, 64), "--crop"), ("input_size", (48,), "--input-size"),
-    ("preset", "huge", "--preset"), ("schedule", "step", "--schedule"), ("class_weights", "median", "--class-weights"),
+    ("preset", "huge", "--preset"), ("schedule", "step", "--schedule"), ("class_weights", "inverse", "--class-weights"),
     ("device", "gpu", "--device"), ("device", "cuda:x", "--device"), ("time_budget_s", 0.0, "--time-budget"),
     ("sync_bn", "yes", "--sync-bn"), ("scale", (2.0, 0.5), "--scale"), ("scale", (0.0, 1.0), "--scale"),
     ("ema", 1.0, "--ema"), ("ema", 0.2, "--ema"), ("ohem", 1.0, "--ohem"), ("rare_crop", 1.5, "--rare-crop"),
@@ -312,6 +312,20 @@ def test_enet_weights_favour_rare_classes():
     m[0, 0] = 1
     w = enet_class_weights(class_frequencies([m], 2))
     assert w[1] > w[0] > 0
+
+
+def test_median_frequency_weights_follow_eigen_fergus():
+    # class 0 fills image a (100 px) and 90 px of b; class 1 has 10 px of b; class 2 appears nowhere;
+    # 255 is ignored. f = pixels / pixels of the images holding the class: f0 = 190/200, f1 = 10/100.
+    a = np.zeros((10, 10), np.uint8)
+    b = np.zeros((10, 10), np.uint8)
+    b[0] = 1
+    c = np.full((4, 4), 255, np.uint8)
+    w = median_frequency_weights([a, b, c], 3)
+    f = np.array([190 / 200, 10 / 100])
+    med = np.median(f)
+    np.testing.assert_allclose(w, [med / f[0], med / f[1], 0.0], rtol=1e-6)
+    assert w.dtype == np.float32
 
 
 # --- time budget -------------------------------------------------------------------------------
@@ -630,3 +644,18 @@ def test_demo_bench_plan_cuts_measurements_when_time_is_short():
     assert floor["estimate_s"] < mid["estimate_s"] and _bench_plan(1e6, 0.05, 2, 32, 90)["iters"] == 2
     # a slower host (frames take twice as long) gets cut at the same time left
     assert _bench_plan(roomy["estimate_s"] + 1, 0.10, 30, 32, 90)["level"] > 0
+
+
+@pytest.mark.parametrize("scheme", ["enet", "median", "none"])
+def test_class_weights_option_picks_the_scheme(folder_dataset, scheme):
+    from unet_edge.data.train_split import build_train_data
+
+    data = build_train_data(TrainConfig(data=str(folder_dataset), class_weights=scheme), "cpu")
+    masks = [m for _, m in data.train_items]
+    k = data.info.num_logits
+    expected = {"enet": enet_class_weights(class_frequencies(masks, k)),
+                "median": median_frequency_weights(masks, k), "none": None}[scheme]
+    if expected is None:
+        assert data.weight is None
+    else:
+        np.testing.assert_allclose(data.weight.numpy(), expected, rtol=1e-6)

@@ -69,7 +69,7 @@ CALIB_STEPS = 3
 #: validation images timed by the calibration (the cost is scaled to the whole split).
 CALIB_VAL_IMAGES = 8
 SCHEDULES = ("cosine", "onecycle")
-CLASS_WEIGHTS = ("enet", "none")
+CLASS_WEIGHTS = ("enet", "median", "none")
 #: ``--sync-bn``: auto = SyncBatchNorm on CUDA ranks, per-rank BatchNorm on CPU ranks (see :func:`batch_norm_mode`).
 SYNC_BN = ("auto", "on", "off")
 #: the files a run writes into its folder; the first three mark a folder as holding a run.
