@@ -33,8 +33,14 @@ def class_frequencies(masks: list[np.ndarray], num_classes: int) -> np.ndarray:
     ``num_classes``, the ignore index among them, not counted). Returns float64 (num_classes,)."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for m in masks:
-        counts += np.bincount(m.reshape(-1), minlength=256)[:num_classes]
+        counts += _labelled_counts(m, num_classes)
     return counts / max(counts.sum(), 1)
+
+
+def _labelled_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each class id ``0..num_classes-1`` in one uint8 ``mask`` (ids >= ``num_classes``,
+    the ignore index among them, not counted). Returns float64 (num_classes,)."""
+    return np.bincount(mask.reshape(-1), minlength=256)[:num_classes].astype(np.float64)
 
 
 def enet_class_weights(freqs: np.ndarray, c: float = 1.02) -> np.ndarray:
@@ -54,7 +60,7 @@ def median_frequency_weights(masks: list[np.ndarray], num_classes: int) -> np.nd
     pixels = np.zeros(num_classes, dtype=np.float64)
     present_in = np.zeros(num_classes, dtype=np.float64)
     for m in masks:
-        counts = np.bincount(m.reshape(-1), minlength=256)[:num_classes].astype(np.float64)
+        counts = _labelled_counts(m, num_classes)
         pixels += counts
         present_in += (counts > 0) * counts.sum()
     seen = pixels > 0
