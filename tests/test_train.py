@@ -295,6 +295,44 @@ def test_training_learns_the_toy_task(folder_dataset, tmp_path):
     assert s["best_miou"] > 0.5
 
 
+def test_compile_runs_the_steps_through_torch_compile_and_saves_the_eager_module(folder_dataset, tmp_path, monkeypatch):
+    # torch.compile is replaced by a recorder (Inductor's own compile is benchmarks.train_throughput's
+    # ``compile_cl`` row): the test is about what goes through it and what is validated and saved
+    seen = []
+
+    class Recorded(torch.nn.Module):
+        def __init__(self, mod):
+            super().__init__()
+            self._orig_mod = mod  # the attribute torch.compile's OptimizedModule uses
+
+        def __len__(self):  # as OptimizedModule: the trainer must not test it for truth
+            raise TypeError("no len()")
+
+        def forward(self, x):
+            seen.append((id(self._orig_mod), self.training, tuple(x.shape)))
+            return self._orig_mod(x)
+
+    def fake_compile(model, dynamic=None):
+        assert dynamic is False
+        return Recorded(model)
+
+    monkeypatch.setattr(train_mod.torch, "compile", fake_compile)
+    s = train(_small(tmp_path / "c", data=str(folder_dataset), epochs=4, compile=True, time_budget_s=3600.0,
+                     low_res=0.5),
+              log=lambda *a: None)
+    # the budget's calibration probe and the run's model: 2 modules; training batches only, at full and low resolution
+    assert len({m for m, _, _ in seen}) == 2 and all(training for _, training, _ in seen)
+    assert {shape for _, _, shape in seen} == {(4, 3, 40, 56), (4, 3, 20, 28)}
+    ck = load_checkpoint(s["best"])
+    assert not any(k.startswith("_orig_mod") for k in ck["model"])
+    assert ck["meta"]["extra"]["train_config"]["compile"] is True
+    model_from_checkpoint(s["best"])  # loads into a plain UNet
+    with pytest.raises(UsageError, match="--compile is for single-process training"):
+        for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+            monkeypatch.setenv(k, v)
+        train(_small(tmp_path / "d", data=str(folder_dataset), compile=True), log=lambda *a: None)
+
+
 def test_loss_ignores_void_and_handles_binary():
     logits = torch.randn(2, 3, 4, 4)
     target = torch.randint(0, 3, (2, 4, 4))
