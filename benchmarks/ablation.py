@@ -6,7 +6,10 @@ mIoU and per-class IoU of ``best.pt``, and the change against the first run (the
         --out benchmarks/reports/ablation-x86-amx-8m --title "CamVid, --time-budget 8m"
 
 Reads only ``summary.json`` and ``best.pt`` (weights-only load) of each folder. ``--previous
-ablation.json`` keeps the rows of an earlier report with the same baseline whose folders are gone.
+ablation.json`` keeps the rows of an earlier report with the same baseline whose folders are gone;
+with ``--baseline-from-previous`` the baseline's folder may be gone too: its row and recipe
+(``baseline_config``, which every report records) come from that report, and every folder given is
+a new row.
 """
 from __future__ import annotations
 
@@ -72,13 +75,38 @@ def table(runs: list[dict], previous: list[dict] | None = None) -> tuple[list[di
     ``previous``: an earlier report's rows, merged in by :func:`merge_previous` (which raises
     ``ArtifactError`` on another baseline)."""
     base = runs[0]
-    rows = [{"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
-             "minutes": r["minutes"], "miou": round(r["miou"], 4),
-             "delta_points": round(100 * (r["miou"] - base["miou"]), 2),
-             "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()},
-             "offsets_points": r.get("offsets_points")} for r in runs]
+    rows = [_row(r, base) for r in runs]
     if previous:
         rows = merge_previous(rows, previous)
+    return rows, _markdown(rows)
+
+
+def _row(r: dict, base: dict) -> dict:
+    """The table row of run ``r`` (:func:`read_run`) against ``base`` (needs its ``config`` and ``miou``)."""
+    return {"run": r["name"], "changed": _diff(r["config"], base["config"]), "epochs": r["epochs"],
+            "minutes": r["minutes"], "miou": round(r["miou"], 4),
+            "delta_points": round(100 * (r["miou"] - base["miou"]), 2),
+            "per_class_iou": {c: round(v, 4) for c, v in r["per_class"].items()},
+            "offsets_points": r.get("offsets_points")}
+
+
+def table_on_previous(runs: list[dict], earlier: dict) -> tuple[list[dict], str]:
+    """Rows and a Markdown table of an earlier report (its ``ablation.json``) with ``runs`` appended
+    as new rows against its baseline, whose folder may be gone: the baseline's recipe is the
+    report's ``baseline_config``. A run already in the report replaces its row.
+
+    Raises:
+        ArtifactError: the report records no ``baseline_config`` (written before reports kept it),
+        so what a run changed cannot be named.
+    """
+    if "baseline_config" not in earlier:
+        raise ArtifactError("the earlier report records no baseline_config; pass the baseline's run folder first "
+                            "instead of --baseline-from-previous")
+    old = earlier["rows"]
+    base = {"config": earlier["baseline_config"], "miou": old[0]["miou"]}
+    new = [_row(r, base) for r in runs]
+    names = {r["run"] for r in new}
+    rows = [old[0]] + [r for r in old[1:] if r["run"] not in names] + new
     return rows, _markdown(rows)
 
 
@@ -120,14 +148,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--notes", default="", help="text (Markdown) placed under the table")
     p.add_argument("--previous", default=None,
                    help="an earlier ablation.json with the same baseline: keep its rows whose run folders are gone")
+    p.add_argument("--baseline-from-previous", action="store_true",
+                   help="the baseline's folder is gone: take its row and recipe from --previous; every run given is new")
     a = p.parse_args(argv)
     runs = [read_run(f) for f in a.runs]
     earlier = json.loads(Path(a.previous).read_text()) if a.previous else {}
-    rows, md = table(runs, earlier.get("rows"))
+    if a.baseline_from_previous:
+        if not earlier:
+            p.error("--baseline-from-previous needs --previous")
+        rows, md = table_on_previous(runs, earlier)
+        baseline_config = earlier["baseline_config"]
+    else:
+        rows, md = table(runs, earlier.get("rows"))
+        baseline_config = runs[0]["config"]
     hosts = sorted({r["host"] for r in runs} | set(earlier.get("hosts", [])))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "ablation.json", {"title": a.title, "hosts": hosts, "rows": rows})
+    write_json_atomic(out / "ablation.json", {"title": a.title, "hosts": hosts, "rows": rows,
+                                              "baseline_config": baseline_config})
     text = f"# {a.title}\n\nHost class: {', '.join(hosts)}; val mIoU and per-class IoU of each run's best.pt " \
            f"(CamVid val, 101 images); `vs base` in points.\n\n{md}\n" + (f"\n{a.notes}\n" if a.notes else "")
     write_text_atomic(out / "ablation.md", text)

@@ -66,3 +66,31 @@ def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_pat
     (other / "summary.json").unlink()
     with pytest.raises(ArtifactError, match="is the run finished"):
         read_run(other)
+
+
+def test_ablation_row_against_a_baseline_whose_folder_is_gone(tiny_run, tmp_path):
+    import shutil
+
+    from benchmarks.ablation import main, table_on_previous
+    from unet_edge.errors import ArtifactError
+
+    base, other = tmp_path / "baseline", tmp_path / "ema"
+    shutil.copytree(tiny_run["out"], base)
+    shutil.copytree(tiny_run["out"], other)
+    ck = torch.load(other / "best.pt", weights_only=True)
+    ck["meta"]["extra"]["train_config"]["ema"] = 0.99
+    ck["meta"]["extra"]["val_metrics"]["miou"] -= 0.02
+    torch.save(ck, other / "best.pt")
+    main([str(base), "--out", str(tmp_path / "r1")])
+    first = json.loads((tmp_path / "r1" / "ablation.json").read_text())
+    assert first["baseline_config"]["ema"] == 0.0 and [r["run"] for r in first["rows"]] == ["baseline"]
+    shutil.rmtree(base)
+    main([str(other), "--previous", str(tmp_path / "r1" / "ablation.json"), "--baseline-from-previous",
+          "--out", str(tmp_path / "r2")])
+    second = json.loads((tmp_path / "r2" / "ablation.json").read_text())
+    assert [r["run"] for r in second["rows"]] == ["baseline", "ema"]
+    assert second["rows"][0] == first["rows"][0] and second["baseline_config"] == first["baseline_config"]
+    assert second["rows"][1]["changed"] == "ema=0.99" and second["rows"][1]["delta_points"] == pytest.approx(-2.0)
+    assert "| ema | ema=0.99 |" in (tmp_path / "r2" / "ablation.md").read_text()
+    with pytest.raises(ArtifactError, match="no baseline_config"):
+        table_on_previous([], {"rows": first["rows"]})
