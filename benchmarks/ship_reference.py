@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,24 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def portable_command(command: str | None, root: Path) -> str | None:
+    """``command`` (a training run's ``train_command``) with each absolute path under ``root`` (as a
+    word or after ``--opt=``) made relative to ``root``, so a card does not name the machine it was
+    shipped from; other words unchanged. None stays None."""
+    if command is None:
+        return None
+    root = root.resolve()
+
+    def rel(word: str) -> str:
+        opt, eq, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        p = Path(value)
+        if p.is_absolute() and p.resolve().is_relative_to(root):
+            value = p.resolve().relative_to(root).as_posix()
+        return f"{opt}{eq}{value}"
+
+    return shlex.join(rel(w) for w in shlex.split(command))
+
+
 def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> dict:
     """The card of ``run``'s ``best.pt``: from its metadata, ``summary.json`` and the export report
     (mIoU per artifact, fractions 0-1). Raises FileNotFoundError when the run lacks a file."""
@@ -63,7 +82,7 @@ def build_card(name: str, run: Path, export_report: dict | None, notes: str) -> 
         "time_budget_s": summary["time_budget_s"], "elapsed_s": summary["elapsed_s"],
         "precision": summary["precision"], "threads": summary["threads"],
         "host_cpu_class": summary["host"].get("cpu_class"), "host_cpu_model": summary["host"].get("cpu_model"),
-        "train_command": meta.get("train_command"), "preset": recipe.get("preset"),
+        "train_command": portable_command(meta.get("train_command"), Path.cwd()), "preset": recipe.get("preset"),
         "export_eval": {k: v["miou"] for k, v in ((export_report or {}).get("eval") or {}).items()},
         "licence": CAMVID_LICENCE, "notes": notes,
         "recipe": {k: recipe[k] for k in RECIPE_KEYS if k in recipe},

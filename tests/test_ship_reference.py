@@ -40,3 +40,11 @@ def test_a_run_is_shipped_with_card_log_and_overlay(tiny_run, tiny_export, tmp_p
     frame = cv2.imread(str(val / "SEQ_001.png"))  # frame 2 of the sequence
     assert overlay.shape == frame.shape
     assert np.abs(overlay.astype(int) - frame.astype(int)).mean() > 5  # class colours blended in
+
+
+def test_card_command_names_no_machine_path(tmp_path):
+    cmd = f"cli.py train --data ../shared/datasets/camvid --out {tmp_path}/runs/a --resume --report={tmp_path}/r.md"
+    assert ship.portable_command(cmd, tmp_path) == \
+        "cli.py train --data ../shared/datasets/camvid --out runs/a --resume --report=r.md"
+    assert ship.portable_command("cli.py train --out /elsewhere/x 'a b'", tmp_path) == "cli.py train --out /elsewhere/x 'a b'"
+    assert ship.portable_command(None, tmp_path) is None
