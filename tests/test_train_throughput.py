@@ -29,19 +29,26 @@ def test_unknown_variant_is_refused():
         run("tiny", variants=("eager", "xla"))
 
 
-def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_path):
+def _baseline_and_ema_runs(tiny_run, tmp_path, miou_change: float):
+    """Two copies of the tiny run: ``baseline`` and ``ema`` (its train_config says ema=0.99 and its
+    val mIoU is ``miou_change`` higher)."""
     import shutil
-
-    from benchmarks.ablation import read_run, table
-    from unet_edge.errors import ArtifactError
 
     base, other = tmp_path / "baseline", tmp_path / "ema"
     shutil.copytree(tiny_run["out"], base)
     shutil.copytree(tiny_run["out"], other)
     ck = torch.load(other / "best.pt", weights_only=True)
     ck["meta"]["extra"]["train_config"]["ema"] = 0.99
-    ck["meta"]["extra"]["val_metrics"]["miou"] += 0.0125
+    ck["meta"]["extra"]["val_metrics"]["miou"] += miou_change
     torch.save(ck, other / "best.pt")
+    return base, other
+
+
+def test_ablation_table_names_the_changed_option_and_the_delta(tiny_run, tmp_path):
+    from benchmarks.ablation import read_run, table
+    from unet_edge.errors import ArtifactError
+
+    base, other = _baseline_and_ema_runs(tiny_run, tmp_path, 0.0125)
     old = torch.load(base / "best.pt", weights_only=True)  # a baseline trained before two options existed
     for key in ("lovasz_weight", "low_res", "scale"):
         del old["meta"]["extra"]["train_config"][key]
@@ -74,13 +81,7 @@ def test_ablation_row_against_a_baseline_whose_folder_is_gone(tiny_run, tmp_path
     from benchmarks.ablation import main, table_on_previous
     from unet_edge.errors import ArtifactError
 
-    base, other = tmp_path / "baseline", tmp_path / "ema"
-    shutil.copytree(tiny_run["out"], base)
-    shutil.copytree(tiny_run["out"], other)
-    ck = torch.load(other / "best.pt", weights_only=True)
-    ck["meta"]["extra"]["train_config"]["ema"] = 0.99
-    ck["meta"]["extra"]["val_metrics"]["miou"] -= 0.02
-    torch.save(ck, other / "best.pt")
+    base, other = _baseline_and_ema_runs(tiny_run, tmp_path, -0.02)
     main([str(base), "--out", str(tmp_path / "r1")])
     first = json.loads((tmp_path / "r1" / "ablation.json").read_text())
     assert first["baseline_config"]["ema"] == 0.0 and [r["run"] for r in first["rows"]] == ["baseline"]
