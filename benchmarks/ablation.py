@@ -104,9 +104,7 @@ def table_on_previous(runs: list[dict], earlier: dict) -> tuple[list[dict], str]
                             "instead of --baseline-from-previous")
     old = earlier["rows"]
     base = {"config": earlier["baseline_config"], "miou": old[0]["miou"]}
-    new = [_row(r, base) for r in runs]
-    names = {r["run"] for r in new}
-    rows = [old[0]] + [r for r in old[1:] if r["run"] not in names] + new
+    rows = merge_previous([old[0]] + [_row(r, base) for r in runs], old)
     return rows, _markdown(rows)
 
 
