@@ -2,6 +2,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -436,6 +437,17 @@ def _budget_cfg(folder_dataset, out, **kw):
 
 def _rows(out):
     return list(csv.DictReader(open(out / "log.csv")))
+
+
+def test_curves_are_redrawn_at_most_every_curves_every_s_and_after_the_last_epoch(folder_dataset, tmp_path, monkeypatch):
+    FakeClock(monkeypatch)  # an epoch: 2 steps of 1 s + 2 val images of 0.25 s = 2.5 s
+    monkeypatch.setattr(train_mod, "CURVES_EVERY_S", 6.0)
+    drawn, plot = [], train_mod._plot_curves
+    monkeypatch.setattr(train_mod, "_plot_curves", lambda history, path: (drawn.append(len(history)), plot(history, path)))
+    train(_budget_cfg(folder_dataset, tmp_path, epochs=8), log=lambda *a: None)
+    # the first epoch ends at 2.5 s, epoch 4 at 10 s (7.5 s later), epoch 7 at 17.5 s; epoch 8 is the last
+    assert drawn == [1, 4, 7, 8]
+    assert cv2.imread(str(tmp_path / "curves.png")) is not None
 
 
 def test_time_budget_picks_fewer_epochs_and_completes_the_schedule(folder_dataset, tmp_path, monkeypatch):

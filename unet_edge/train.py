@@ -80,6 +80,9 @@ RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr",
                   "ohem", "rare_crop", "lovasz_weight", "low_res")
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
+#: ``curves.png`` is redrawn after an epoch at most this often (seconds), and after the last epoch
+#: of a run: one plot costs 0.1-0.5 s (matplotlib), much of a short epoch
+CURVES_EVERY_S = 30.0
 
 
 @dataclass
@@ -370,6 +373,7 @@ class RunState:
     elapsed_before: float = 0.0
     net: torch.nn.Module | None = None  # what the steps run: ``model``, or DDP around it under torchrun
     ema: torch.optim.swa_utils.AveragedModel | None = None  # ``--ema``: the weights validated and saved
+    curves_drawn: tuple[float, int] | None = None  # (when on _clock, history rows) of this session's last curves.png
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -860,8 +864,9 @@ def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
 
 def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
     """After an epoch: ``best.pt`` when it beat the best so far, the history row, this epoch's cost
-    (steps + best.pt), then ``last.pt`` (all of :class:`RunState`), ``log.csv`` and ``curves.png``,
-    each written atomically. Everything saved is tensors and plain Python data."""
+    (steps + best.pt), then ``last.pt`` (all of :class:`RunState`), ``log.csv`` and, when due
+    (:func:`_draw_curves`), ``curves.png``, each written atomically. Everything saved is tensors
+    and plain Python data."""
     m = res.metrics
     if m is not None and m["miou"] > st.best["miou"]:
         st.best = {"miou": m["miou"], "epoch": res.epoch, "metrics": m}
@@ -881,7 +886,18 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
                  "time_budget_s": s.budget},
     })
     _write_log(s.out / "log.csv", st.history)
+    _draw_curves(s, st)
+
+
+def _draw_curves(s: _Setup, st: RunState, final: bool = False) -> None:
+    """Redraw ``curves.png`` from ``st.history`` when it has new rows: after this session's first
+    epoch, then when :data:`CURVES_EVERY_S` have passed since the last drawing, and after the run's
+    last epoch (``final``)."""
+    when, rows = st.curves_drawn or (None, 0)
+    if len(st.history) == rows or (not final and when is not None and _clock() - when < CURVES_EVERY_S):
+        return
     _plot_curves(st.history, s.out / "curves.png")
+    st.curves_drawn = (_clock(), len(st.history))
 
 
 def _finish_epoch(s: _Setup, st: RunState, res: EpochResult, prog, ep_task) -> None:
@@ -918,6 +934,8 @@ def _run_epochs(s: _Setup, st: RunState) -> list[EpochResult]:
                 _sync_plan(s, st)
                 prog.update(ep_task, total=st.epochs)
             st.epoch += 1
+    if main:
+        _draw_curves(s, st, final=True)
     return results
 
 
