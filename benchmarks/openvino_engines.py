@@ -54,7 +54,7 @@ def interleaved_p50s(backends: dict, pool: list[np.ndarray], iters: int, warmup:
         for i in range(warmup):
             backends[k].infer(pool[i % len(pool)])
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    gc.collect()
+    gc.collect(1)  # young generations only, as in benchmarks.timing.time_calls
     gc.disable()
     try:
         for i in range(iters):

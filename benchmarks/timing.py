@@ -120,7 +120,9 @@ def time_calls(infer: Callable[[np.ndarray], object], inputs: Sequence[np.ndarra
         infer(inputs[i % n])
     samples: list[float] = []
     was_enabled = gc.isenabled()
-    gc.collect()
+    # the young generations only: the timed calls run with gc off anyway, and a full collection of
+    # a large heap (a pytest or notebook process) took ~140 ms a call, more than the calls it precedes
+    gc.collect(1)
     gc.disable()
     try:
         for i in range(iters):

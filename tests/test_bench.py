@@ -141,6 +141,25 @@ def test_time_calls_rotates_inputs_and_excludes_warmup():
     assert 20.0 <= ms < 2000.0  # milliseconds, not seconds
 
 
+def test_time_calls_runs_the_timed_calls_with_gc_off_and_no_full_collection():
+    import gc
+
+    collections, enabled = [], []
+    def on_gc(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(on_gc)
+    try:
+        time_calls(lambda x: enabled.append(gc.isenabled()), [np.zeros((1, 3, 2, 2), np.float32)], iters=4, warmup=0,
+                   timer=lambda fn: fn() or 1.0)
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert enabled == [False] * 4 and gc.isenabled()  # off while timing, back on after
+    # a full (generation-2) collection of a large heap costs ~140 ms a call: time_calls runs none
+    assert collections and max(collections) < 2
+
+
 # -------------------------------------------------------------------------------------------- plan
 
 
