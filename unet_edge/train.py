@@ -80,8 +80,8 @@ RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr",
                   "ohem", "rare_crop", "lovasz_weight", "low_res")
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
-#: ``curves.png`` is redrawn after an epoch at most this often (seconds), and after the last epoch
-#: of a run: one plot costs 0.1-0.5 s (matplotlib), much of a short epoch
+#: after a session's first epoch ``curves.png`` is redrawn at most this often (seconds), and after
+#: the run's last epoch (:func:`_draw_curves`): one plot costs 0.1-0.5 s (matplotlib), much of a short epoch
 CURVES_EVERY_S = 30.0
 
 
