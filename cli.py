@@ -540,8 +540,8 @@ def demo(
     scenes: int = typer.Option(160, min=5, help="Training scenes (validation: a fifth as many)."),
     drive_frames: int = typer.Option(90, min=1, help="Frames of the synthetic drive video."),
     bench_iters: int = typer.Option(30, min=1, help="Timed runs per benchmark row (at most; fewer when time is short)."),
-    total_budget: str = typer.Option("8m", "--total-budget", help="Budget of the whole demo: caps the training budget and "
-                                                                  "cuts the benchmark's measurements to the time left."),
+    total_budget: str = typer.Option("8m", "--total-budget", help="Budget of the whole demo: caps the training budget (never "
+                                                                  "below 30s) and cuts the benchmark's measurements to the time left."),
     size: str = typer.Option("240x320", help="Scene, video and model input size HxW."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
 ):

@@ -36,6 +36,10 @@ DEMO_TRAIN_BUDGET_S = 240.0
 #: kept free after training when the training budget is capped (seconds): export + stream took
 #: ~85 s at the default sizes on 2 cores, the rest is for a bench cut to fit (:func:`_bench_plan`)
 DEMO_AFTER_TRAIN_S = 180.0
+#: the least training budget the total budget can leave (seconds): below it the time budget's
+#: calibration (warm-up steps, a validation pass) would eat the whole stage and train no epoch,
+#: so a small ``--total-budget`` overruns by up to this much rather than skip training
+DEMO_MIN_TRAIN_S = 30.0
 #: bench cost model, in units of one INT8 streaming frame ``f`` (``1 / stream FPS``), measured on
 #: a 2-core x86 host (AVX-512 kernels; ``--precision`` decisions as on AVX2): a batch-1 call of
 #: every CPU row together is ~40 f (PyTorch eager and TorchScript FP32 ~17 f each, the ONNX rows
@@ -99,7 +103,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
         threads: CPU threads for every stage, 0 = the physical cores.
         time_budget_s: training time budget in seconds (None: train exactly ``epochs`` epochs).
         total_budget_s: budget of the whole demo in seconds; caps the training budget (keeping
-            :data:`DEMO_AFTER_TRAIN_S` for the later stages) and cuts the benchmark's calls and
+            :data:`DEMO_AFTER_TRAIN_S` for the later stages, never below :data:`DEMO_MIN_TRAIN_S`) and cuts the benchmark's calls and
             measurements (:func:`_bench_plan`) to the time left. None: no cap.
         bench: the benchmark stage, ``bench(artifacts, report_dir, options) -> report dict`` with
             ``options`` the ``benchmarks.runner.BenchOptions`` fields to set (``cli.py`` passes
@@ -132,7 +136,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
 
     budget = time_budget_s
     if budget is not None and total_budget_s is not None:
-        budget = max(30.0, min(budget, left() - DEMO_AFTER_TRAIN_S))
+        budget = max(DEMO_MIN_TRAIN_S, min(budget, left() - DEMO_AFTER_TRAIN_S))
     device = resolve_device("auto")  # what train() picks
     choice = choose_precision(device, "auto", host=host)
     within = f"as many epochs as fit in {format_duration(budget)} (at most {epochs})" if budget else f"{epochs} epochs"
