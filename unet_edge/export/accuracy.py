@@ -44,13 +44,20 @@ class Int8Check:
 
     def message(self, file_name: str, split: str, int8_family: str) -> str:
         """A sentence naming the loss and, for a failed check, its likely cause and what to do (a
-        passed check gets no remedy: there is nothing to fix)."""
+        passed check gets no remedy: there is nothing to fix). A fake-quant-gated file (TensorRT's)
+        is blamed on its scales; a kernel-gated one on this CPU's integer kernels when they lose more
+        than the scales (and more than half a point), else on the scales."""
         s = (f"{file_name} ({self.gated} run) loses {self.miou_drop:.2f} mIoU points against FP32 on {split} "
              f"(limit {self.max_miou_drop:g}); worst class {self.worst_class} -{self.worst_class_drop:.1f} points "
              f"(limit {self.max_class_drop:g})")
         if self.passed:
             return s + ": within the limits"
-        if self.kernel_effect is not None and self.fake_quant_drop is not None:
+        if self.gated == "fake-quant":
+            # the gated run has no integer kernels: only the scales can have failed it (the ONNX
+            # Runtime kernel score of a TensorRT file is no fault of the file)
+            s += (". The failing run is the fake-quant one (what TensorRT computes), so the calibration scales "
+                  "are the cause: try --calib-method percentile or minmax, or more --calib-images")
+        elif self.kernel_effect is not None and self.fake_quant_drop is not None:
             if self.kernel_effect > max(0.5, self.fake_quant_drop):
                 s += (f". The fake-quant run of the same graph loses only {self.fake_quant_drop:.2f} points, so the "
                       f"loss comes from this CPU's integer kernels ({int8_family}): re-export with "
