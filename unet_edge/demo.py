@@ -103,8 +103,9 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
         threads: CPU threads for every stage, 0 = the physical cores.
         time_budget_s: training time budget in seconds (None: train exactly ``epochs`` epochs).
         total_budget_s: budget of the whole demo in seconds; caps the training budget (keeping
-            :data:`DEMO_AFTER_TRAIN_S` for the later stages, never below :data:`DEMO_MIN_TRAIN_S`) and cuts the benchmark's calls and
-            measurements (:func:`_bench_plan`) to the time left. None: no cap.
+            :data:`DEMO_AFTER_TRAIN_S` for the later stages, never below :data:`DEMO_MIN_TRAIN_S`) and
+            cuts the benchmark's calls and measurements (:func:`_bench_plan`) to the time left. None:
+            no cap.
         bench: the benchmark stage, ``bench(artifacts, report_dir, options) -> report dict`` with
             ``options`` the ``benchmarks.runner.BenchOptions`` fields to set (``cli.py`` passes
             ``run_bench``: the library does not import ``benchmarks``). None: the stage is skipped,
