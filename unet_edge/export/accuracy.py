@@ -23,6 +23,9 @@ MAX_MIOU_DROP = MAX_INT8_MIOU_DROP
 MAX_CLASS_DROP = MAX_INT8_CLASS_DROP
 
 
+_SCALES_CAUSE = "the calibration scales are the cause: try --calib-method percentile or minmax, or more --calib-images"
+
+
 @dataclass(frozen=True)
 class Int8Check:
     """The verdict for one INT8 file. Drops are FP32 minus INT8, in points (positive = worse)."""
@@ -55,16 +58,14 @@ class Int8Check:
         if self.gated == "fake-quant":
             # the gated run has no integer kernels: only the scales can have failed it (the ONNX
             # Runtime kernel score of a TensorRT file is no fault of the file)
-            s += (". The failing run is the fake-quant one (what TensorRT computes), so the calibration scales "
-                  "are the cause: try --calib-method percentile or minmax, or more --calib-images")
+            s += f". The failing run is the fake-quant one (what TensorRT computes), so {_SCALES_CAUSE}"
         elif self.kernel_effect is not None and self.fake_quant_drop is not None:
             if self.kernel_effect > max(0.5, self.fake_quant_drop):
                 s += (f". The fake-quant run of the same graph loses only {self.fake_quant_drop:.2f} points, so the "
                       f"loss comes from this CPU's integer kernels ({int8_family}): re-export with "
                       f"--int8-target x86-avx2 (7-bit weights, no 16-bit saturation)")
             else:
-                s += (f". The fake-quant run loses {self.fake_quant_drop:.2f} points too, so the calibration scales are "
-                      f"the cause: try --calib-method percentile or minmax, or more --calib-images")
+                s += f". The fake-quant run loses {self.fake_quant_drop:.2f} points too, so {_SCALES_CAUSE}"
         return s + "; pass --allow-int8-drop to keep the file anyway"
 
 
