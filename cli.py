@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from unet_edge.errors import UnetEdgeError, UnetEdgeWarning
-from unet_edge.formats import (CALIB_METHODS, DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, MAX_INT8_CLASS_DROP,
-                               MAX_INT8_MIOU_DROP)
+from unet_edge.formats import (CALIB_METHODS, DEFAULT_CALIB_IMAGES, DEFAULT_CALIB_METHOD, DEMO_BENCH_ITERS,
+                               DEMO_DRIVE_FRAMES, DEMO_EPOCHS, DEMO_MIN_TRAIN_S, DEMO_SCENES, DEMO_SIZE,
+                               DEMO_TOTAL_BUDGET_S, DEMO_TRAIN_BUDGET_S, MAX_INT8_CLASS_DROP, MAX_INT8_MIOU_DROP)
+from unet_edge.time_budget import format_duration
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="U-Net semantic segmentation from training to edge deployment (ONNX, INT8, TensorRT).")
@@ -533,16 +535,19 @@ def bench(
 @handle_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where everything goes."),
-    epochs: int = typer.Option(12, min=1, help="Upper bound of the training epochs on the synthetic scenes."),
+    epochs: int = typer.Option(DEMO_EPOCHS, min=1, help="Upper bound of the training epochs on the synthetic scenes."),
     time_budget: str = typer.Option(
-        "4m", "--time-budget", help="Time budget of the training stage (90s, 4m, 0.1h or plain minutes); it trains as "
-        "many epochs as fit, at most --epochs, capped so the whole demo stays within about 8 minutes."),
-    scenes: int = typer.Option(160, min=5, help="Training scenes (validation: a fifth as many)."),
-    drive_frames: int = typer.Option(90, min=1, help="Frames of the synthetic drive video."),
-    bench_iters: int = typer.Option(30, min=1, help="Timed runs per benchmark row (at most; fewer when time is short)."),
-    total_budget: str = typer.Option("8m", "--total-budget", help="Budget of the whole demo: caps the training budget (never "
-                                                                  "below 30s) and cuts the benchmark's measurements to the time left."),
-    size: str = typer.Option("240x320", help="Scene, video and model input size HxW."),
+        format_duration(DEMO_TRAIN_BUDGET_S), "--time-budget", help="Time budget of the training stage (90s, 4m, 0.1h or "
+        "plain minutes); it trains as many epochs as fit, at most --epochs, capped so the whole demo stays within "
+        "--total-budget."),
+    scenes: int = typer.Option(DEMO_SCENES, min=5, help="Training scenes (validation: a fifth as many)."),
+    drive_frames: int = typer.Option(DEMO_DRIVE_FRAMES, min=1, help="Frames of the synthetic drive video."),
+    bench_iters: int = typer.Option(DEMO_BENCH_ITERS, min=1, help="Timed runs per benchmark row (at most; fewer when time is short)."),
+    total_budget: str = typer.Option(format_duration(DEMO_TOTAL_BUDGET_S), "--total-budget",
+                                     help="Budget of the whole demo: caps the training budget (never below "
+                                          f"{format_duration(DEMO_MIN_TRAIN_S)}) and cuts the benchmark's measurements "
+                                          "to the time left."),
+    size: str = typer.Option("x".join(map(str, DEMO_SIZE)), help="Scene, video and model input size HxW."),
     threads: int = typer.Option(0, min=0, help="CPU threads (0: the physical cores)."),
 ):
     """The whole pipeline on built-in synthetic scenes, no downloads: synth -> train -> export

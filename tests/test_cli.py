@@ -4,6 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from cli import app
@@ -23,6 +24,27 @@ def test_help_lists_every_command():
     for cmd in ("train", "eval", "export", "run", "bench"):
         assert invoke(cmd, "--help").exit_code == 0
 
+
+
+def test_demo_cli_defaults_are_the_library_defaults():
+    """``cli.py demo`` with no options runs what ``run_demo()`` runs: both read unet_edge.formats."""
+    import inspect
+
+    from unet_edge.demo import run_demo
+    from unet_edge.time_budget import parse_time_budget
+
+    import cli
+
+    cmd = typer.main.get_command(app).commands["demo"]
+    cli_defaults = {p.name: p.default for p in cmd.params if p.param_type_name == "option"}
+    lib = {k: p.default for k, p in inspect.signature(run_demo).parameters.items()}
+    assert cli_defaults["epochs"] == lib["epochs"] and cli_defaults["scenes"] == lib["n_train"]
+    assert cli_defaults["scenes"] // 5 == lib["n_val"]
+    assert cli_defaults["drive_frames"] == lib["drive_frames"] and cli_defaults["bench_iters"] == lib["bench_iters"]
+    assert parse_time_budget(cli_defaults["time_budget"]) == lib["time_budget_s"] == 240.0
+    assert parse_time_budget(cli_defaults["total_budget"]) == lib["total_budget_s"] == 480.0
+    assert cli._size(cli_defaults["size"], "--size") == tuple(lib["size"]) == (240, 320)
+    assert "never below 30s" in invoke("demo", "--help").output.replace("\n", " ").replace("│", "")
 
 def test_train_eval_json_contract(folder_dataset, tmp_path):
     out = tmp_path / "run"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_edge.distributed import DistInfo, PeerFailedError, env_dist, rank_threads, state_dict_sha256
+from unet_edge.distributed import DistInfo, PeerFailedError, env_dist, rank_threads, shutdown, state_dict_sha256
 from unet_edge.errors import DataError, UsageError
 from unet_edge.data.train_split import per_rank_batch
 from unet_edge.train import TrainConfig, batch_norm_mode, train
@@ -104,6 +104,40 @@ def test_agree_in_one_process_passes_results_and_errors_through():
         DistInfo().agree(lambda: (_ for _ in ()).throw(DataError("bad mask")))
     assert PeerFailedError("x", 3).exit_code == 3
 
+
+
+def _record_teardown(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    return calls
+
+
+def test_ranks_leave_the_group_together_only_after_a_run_that_ended_well(monkeypatch, tmp_path):
+    """A rank that finished early must not tear gloo down under a peer still writing (it aborted in
+    C++ at exit once in five CI runs); after an error no barrier, where a peer may never arrive."""
+    import unet_edge.train as train_mod
+
+    calls = _record_teardown(monkeypatch)
+    group = DistInfo(rank=1, world_size=2, local_rank=1, local_world_size=2, backend="gloo")
+    shutdown(group, wait_for_peers=True)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    shutdown(group)
+    shutdown(DistInfo(), wait_for_peers=True)  # one process: no group to leave
+    assert calls == ["destroy"]
+
+    calls.clear()
+    monkeypatch.setattr(train_mod, "init_from_env", lambda device: (group, "cpu"))
+    monkeypatch.setattr(train_mod, "_train_group", lambda *a: {"rank": 1})
+    cfg = TrainConfig(data=tmp_path, out=tmp_path / "run", epochs=1)
+    assert train(cfg) == {"rank": 1} and calls == ["barrier", "destroy"]
+    calls.clear()
+    monkeypatch.setattr(train_mod, "_train_group", lambda *a: (_ for _ in ()).throw(PeerFailedError("rank 0 stopped", 3)))
+    with pytest.raises(PeerFailedError):
+        train(cfg)
+    assert calls == ["destroy"]
 
 # -- two real processes -------------------------------------------------------------------------
 def _torchrun(data: Path, out: Path, audit: Path | None, *extra: str, stderr=None, **popen) -> subprocess.Popen:

@@ -3,9 +3,9 @@
 synth (CARLA-style scenes) -> train the edge preset -> export TorchScript + ONNX FP32/FP16/INT8
 -> stream a synthetic drive through the INT8 model into an overlay video -> bench table.
 
-Time: the run has a total budget (:data:`DEMO_TOTAL_BUDGET_S`, 8 min) so it ends within 10
+Time: the run has a total budget (:data:`unet_edge.formats.DEMO_TOTAL_BUDGET_S`, 8 min) so it ends within 10
 minutes on 2 CPU cores, AVX2-only or AVX-512 alike. Training gets a time budget
-(:data:`DEMO_TRAIN_BUDGET_S`, 4 min, less when scene generation ran long) and trains as many
+(:data:`unet_edge.formats.DEMO_TRAIN_BUDGET_S`, 4 min, less when scene generation ran long) and trains as many
 epochs as fit in it, ``epochs`` being the upper bound; it runs in ``--precision auto`` (bf16
 autocast only where the CPU computes bf16 natively, FP32 otherwise). The benchmark's timed calls
 and measurements are cut when the time left before the total budget is short (:func:`_bench_plan`).
@@ -18,7 +18,8 @@ from typing import Callable
 
 from .data.synth import generate_dataset, render_drive
 from .export.pipeline import ExportOptions, export_all
-from .formats import artifact
+from .formats import (DEMO_BENCH_ITERS, DEMO_DRIVE_FRAMES, DEMO_EPOCHS, DEMO_MIN_TRAIN_S, DEMO_SCENES, DEMO_SIZE,
+                      DEMO_TOTAL_BUDGET_S, DEMO_TRAIN_BUDGET_S, artifact)
 from .host import probe_host, resolve_threads
 from .io_utils import write_json_atomic
 from .precision import choose_precision
@@ -28,18 +29,9 @@ from .runtime.torch_backend import resolve_device
 from .time_budget import format_duration
 from .train import TrainConfig, precision_label, train
 
-DEMO_SIZE = (240, 320)
-#: everything, synth to bench (seconds)
-DEMO_TOTAL_BUDGET_S = 480.0
-#: the training stage's time budget (seconds), capped by what the total budget leaves
-DEMO_TRAIN_BUDGET_S = 240.0
 #: kept free after training when the training budget is capped (seconds): export + stream took
 #: ~85 s at the default sizes on 2 cores, the rest is for a bench cut to fit (:func:`_bench_plan`)
 DEMO_AFTER_TRAIN_S = 180.0
-#: the least training budget the total budget can leave (seconds): below it the time budget's
-#: calibration (warm-up steps, a validation pass) would eat the whole stage and train no epoch,
-#: so a small ``--total-budget`` overruns by up to this much rather than skip training
-DEMO_MIN_TRAIN_S = 30.0
 #: bench cost model, in units of one INT8 streaming frame ``f`` (``1 / stream FPS``), measured on
 #: a 2-core x86 host (AVX-512 kernels; ``--precision`` decisions as on AVX2): a batch-1 call of
 #: every CPU row together is ~40 f (PyTorch eager and TorchScript FP32 ~17 f each, the ONNX rows
@@ -90,8 +82,9 @@ def _bench_plan(seconds_left: float, frame_s: float, iters: int, n_val: int, dri
     raise AssertionError("unreachable")
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, n_train: int = 160, n_val: int = 32,
-             drive_frames: int = 90, bench_iters: int = 30, time_budget_s: float | None = DEMO_TRAIN_BUDGET_S,
+def run_demo(out: str | Path = "runs/demo", epochs: int = DEMO_EPOCHS, threads: int = 0, n_train: int = DEMO_SCENES,
+             n_val: int = DEMO_SCENES // 5, drive_frames: int = DEMO_DRIVE_FRAMES, bench_iters: int = DEMO_BENCH_ITERS,
+             time_budget_s: float | None = DEMO_TRAIN_BUDGET_S,
              total_budget_s: float | None = DEMO_TOTAL_BUDGET_S, size: tuple[int, int] = DEMO_SIZE,
              bench: Callable[[list[str], Path, dict], dict] | None = None,
              log: Callable[[str], None] = print) -> dict:
@@ -103,7 +96,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 12, threads: int = 0, 
         threads: CPU threads for every stage, 0 = the physical cores.
         time_budget_s: training time budget in seconds (None: train exactly ``epochs`` epochs).
         total_budget_s: budget of the whole demo in seconds; caps the training budget (keeping
-            :data:`DEMO_AFTER_TRAIN_S` for the later stages, never below :data:`DEMO_MIN_TRAIN_S`) and
+            :data:`DEMO_AFTER_TRAIN_S` for the later stages, never below :data:`unet_edge.formats.DEMO_MIN_TRAIN_S`) and
             cuts the benchmark's calls and measurements (:func:`_bench_plan`) to the time left. None:
             no cap.
         bench: the benchmark stage, ``bench(artifacts, report_dir, options) -> report dict`` with

@@ -203,9 +203,18 @@ def init_from_env(device: str) -> tuple[DistInfo, str]:
     return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, backend), device
 
 
-def shutdown(info: DistInfo) -> None:
-    """Leave the group (what ``init_from_env`` joined); nothing for a single process."""
+def shutdown(info: DistInfo, *, wait_for_peers: bool = False) -> None:
+    """Leave the group (what ``init_from_env`` joined); nothing for a single process.
+
+    ``wait_for_peers``: meet every rank in a barrier first, so all of them tear gloo's connections
+    down together. Without it a rank that finished early (rank 1, while rank 0 still fits the logit
+    offsets and writes the summary) destroyed its group under a peer still connected to it, and
+    once in five CI runs aborted at exit in C++ (``terminate called without an active exception``,
+    exit -6). Only for a run that ended well: after an error a peer may never reach the barrier.
+    """
     if info.enabled and torch.distributed.is_initialized():
+        if wait_for_peers:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -47,6 +47,25 @@ JETSON_CSI_PIPELINE = (
     "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1"
 )
 
+# --- ``demo`` defaults (read by ``cli.py demo`` and :func:`unet_edge.demo.run_demo`) ---------------
+
+#: Scene, drive video and model input size (H, W) pixels.
+DEMO_SIZE = (240, 320)
+#: Upper bound of the training epochs (the training time budget decides how many run).
+DEMO_EPOCHS = 12
+#: Synthetic training scenes (validation: a fifth as many) and frames of the synthetic drive video.
+DEMO_SCENES, DEMO_DRIVE_FRAMES = 160, 90
+#: Timed runs per benchmark row (at most; fewer when the total budget is short).
+DEMO_BENCH_ITERS = 30
+#: Everything, synth to bench (seconds): the demo ends within 10 minutes on 2 CPU cores.
+DEMO_TOTAL_BUDGET_S = 480.0
+#: The training stage's time budget (seconds), capped by what the total budget leaves.
+DEMO_TRAIN_BUDGET_S = 240.0
+#: The least training budget the total budget can leave (seconds): below it the time budget's
+#: calibration (warm-up steps, a validation pass) would eat the whole stage and train no epoch,
+#: so a small ``--total-budget`` overruns by up to this much rather than skip training.
+DEMO_MIN_TRAIN_S = 30.0
+
 # --- CPU INT8 (ONNX Runtime) schemes and the INT8 kernel families they are made for ----------------
 
 #: CPU INT8 weight schemes (activations are uint8 asymmetric in all). ``u8s8-w7`` quantizes

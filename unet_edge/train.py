@@ -1028,9 +1028,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         per_rank_batch(cfg.batch_size, dist.world_size)  # before joining: every rank fails alike, at once
     dist, device = init_from_env(resolve_device(cfg.device))
     try:
-        return _train_group(cfg, t_start, dist, device, log if dist.is_main else (lambda *a, **k: None))
-    finally:
+        summary = _train_group(cfg, t_start, dist, device, log if dist.is_main else (lambda *a, **k: None))
+    except BaseException:
         shutdown(dist)
+        raise
+    shutdown(dist, wait_for_peers=True)
+    return summary
 
 
 def _train_group(cfg: TrainConfig, t_start: float, dist: DistInfo, device: str, log) -> dict:
