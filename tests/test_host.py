@@ -225,6 +225,12 @@ def test_int8_check_limits_worst_class_and_cause():
     assert "integer kernels" in kernel_loss.message("m.onnx", "val", "x86-avx2")
     class_only = check_int8("k", fp32, _metrics(0.499, {"sky": 0.86, "road": 0.82}), None)
     assert not class_only.passed and class_only.miou_drop < 1.0       # one class -4 points fails alone
+    # OpenVINO's IR has no fake-quant run: no cause is claimed, the remedies that act on either are named
+    ov = check_int8("openvino_int8", fp32, _metrics(0.48, {"sky": 0.84, "road": 0.8}), None)
+    ov_msg = ov.message("model_openvino_int8.xml", "val", "x86-avx2")
+    assert not ov.passed and "--openvino-preset mixed" in ov_msg and "--calib-images" in ov_msg
+    assert "integer kernels" in ov_msg and "so the" not in ov_msg and "--int8-target" not in ov_msg
+    assert "--openvino-preset" not in class_only.message("m.onnx", "val", "x86-vnni")
     scales = check_int8("onnx_int8", fp32, _metrics(0.49, {"sky": 0.9, "road": 0.8}),
                         _metrics(0.45, {"sky": 0.80, "road": 0.8}), gate="fake_quant")
     assert not scales.passed and "calibration scales" in scales.message("m.onnx", "val", "x86-vnni")

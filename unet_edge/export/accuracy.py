@@ -24,6 +24,13 @@ MAX_CLASS_DROP = MAX_INT8_CLASS_DROP
 
 
 _SCALES_CAUSE = "the calibration scales are the cause: try --calib-method percentile or minmax, or more --calib-images"
+#: A file with no fake-quant run (OpenVINO's INT8 IR: NNCF quantizes it, and OpenVINO has no
+#: reference mode that computes its Q/DQ in float), so scales and kernels cannot be told apart.
+_NO_SPLIT = ("no fake-quant run separates the scales' loss from the integer kernels' for this file: try more "
+             "--calib-images")
+#: NNCF's other preset (``nncf.QuantizationPreset.MIXED``: asymmetric activations) as a remedy for
+#: OpenVINO's INT8 IR, whose activations are symmetric under the default ``performance``.
+_OPENVINO_PRESET = " or --openvino-preset mixed (asymmetric activations)"
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ class Int8Check:
         """A sentence naming the loss and, for a failed check, its likely cause and what to do (a
         passed check gets no remedy: there is nothing to fix). A fake-quant-gated file (TensorRT's)
         is blamed on its scales; a kernel-gated one on this CPU's integer kernels when they lose more
-        than the scales (and more than half a point), else on the scales."""
+        than the scales (and more than half a point), else on the scales; one with no fake-quant run
+        (OpenVINO's) gets the remedies that act on either (more calibration images, NNCF's mixed preset)."""
         s = (f"{file_name} ({self.gated} run) loses {self.miou_drop:.2f} mIoU points against FP32 on {split} "
              f"(limit {self.max_miou_drop:g}); worst class {self.worst_class} -{self.worst_class_drop:.1f} points "
              f"(limit {self.max_class_drop:g})")
@@ -66,6 +74,8 @@ class Int8Check:
                       f"--int8-target x86-avx2 (7-bit weights, no 16-bit saturation)")
             else:
                 s += f". The fake-quant run loses {self.fake_quant_drop:.2f} points too, so {_SCALES_CAUSE}"
+        else:
+            s += f". {_NO_SPLIT[0].upper()}{_NO_SPLIT[1:]}" + (_OPENVINO_PRESET if self.key.startswith("openvino") else "")
         return s + "; pass --allow-int8-drop to keep the file anyway"
 
 
