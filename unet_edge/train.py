@@ -11,7 +11,8 @@ Time budget (``--time-budget``, Ultralytics' ``time``): before the schedule is b
 times a few warm training steps and a validation pass on a copy of the model, then picks the
 largest epoch count (at most ``--epochs``) whose forecast ends inside the budget less a safety
 margin, and builds the LR schedule for that count, so it completes. After every epoch the forecast
-is redone with the epoch's measured cost; if the run would overshoot (the host got slower), the
+is redone with the epoch's measured cost (less a one-off first step: the first epoch at a resolution
+in a process compiles and selects kernels for it); if the run would overshoot (the host got slower), the
 epoch count is lowered and the rest of the schedule is compressed into the remaining steps so it
 still reaches its final LR. See :func:`train`.
 
@@ -374,6 +375,7 @@ class RunState:
     net: torch.nn.Module | None = None  # what the steps run: ``model``, or DDP around it under torchrun
     ema: torch.optim.swa_utils.AveragedModel | None = None  # ``--ema``: the weights validated and saved
     curves_drawn: tuple[float, int] | None = None  # (when on _clock, history rows) of this session's last curves.png
+    resolutions_seen: set = field(default_factory=set)  # ``low_res`` values this process has trained an epoch at
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -401,6 +403,10 @@ class EpochResult:
     world_size: int = 1
     images: list = field(default_factory=list)  # indices of the training images this rank read
     low_res: bool = False  # trained on the ``--low-res`` batches
+    #: seconds of one-off cost in ``seconds``: the first step's excess over the epoch's median step, in this
+    #: process's first epoch at its resolution (``--compile`` traces the run's own module for the new shape,
+    #: new shapes select kernels); 0 otherwise. The budget's forecasts leave it out (it is already spent).
+    oneoff_s: float = 0.0
 
     def row(self) -> dict:
         """The epoch's line of ``log.csv``."""
@@ -409,7 +415,12 @@ class EpochResult:
         return {"epoch": self.epoch, "train_loss": loss, "lr": self.lr,
                 "epoch_seconds": self.seconds, "val_miou": m.get("miou"), "val_pixel_accuracy": m.get("pixel_accuracy"),
                 "val_dice": m.get("dice"), "world_size": self.world_size,
-                "input_scale": LOW_RES_FACTOR if self.low_res else 1.0}
+                "input_scale": LOW_RES_FACTOR if self.low_res else 1.0, "oneoff_seconds": round(self.oneoff_s, 1)}
+
+    def recurring_s(self) -> float:
+        """This epoch's cost a forecast repeats, in seconds: the wall time since ``t0`` (steps,
+        checkpoints, log) less the validation and the one-off ``oneoff_s``."""
+        return _clock() - self.t0 - (self.val_s or 0.0) - self.oneoff_s
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -760,11 +771,12 @@ def _replan_resumed(s: _Setup, st: RunState, ck: dict) -> None:
 
 
 def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
-    """Forecast the rest with this epoch's full cost (steps, checkpoints, log, plot) and the latest
-    validation; past ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, lower the plan and compress
-    the rest of the schedule. Returns whether ``st.epochs`` changed."""
+    """Forecast the rest with this epoch's recurring cost (steps, checkpoints, log, plot; not its
+    one-off first step, :attr:`EpochResult.oneoff_s`) and the latest validation; past
+    ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, lower the plan and compress the rest of the
+    schedule. Returns whether ``st.epochs`` changed."""
     cfg, budget, c, key = s.cfg, s.budget, st.costs, _cost_key(res)
-    c[key] = _clock() - res.t0 - (res.val_s or 0.0)
+    c[key] = res.recurring_s()
     low = _low_res_phase(s, st)
     forecast = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
     if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
@@ -772,7 +784,7 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, st.epochs,
                       c["train_s"], c["val_s"], cfg.val_every, low)
     over = _committed(s, st) + epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every, low) > budget
-    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c[key] + (res.val_s or 0.0))}, "
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(c[key], res)}, "
           f"forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
           + (f"{new} epochs instead of {st.epochs} (rest of the schedule compressed)" if new < st.epochs
              else f"epoch {st.epochs} is the last one")
@@ -782,6 +794,12 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     st.epochs = new
     st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
     return True
+
+
+def _took(recurring_s: float, res: EpochResult) -> str:
+    """The log's cost of epoch ``res``: what a forecast repeats (``recurring_s`` + validation), and its one-off part."""
+    cost = _s(recurring_s + (res.val_s or 0.0))
+    return cost + (f" (+{_s(res.oneoff_s)} one-off in its first step, left out)" if res.oneoff_s >= 0.05 else "")
 
 
 def _bound_note(cfg: TrainConfig, room: int | None) -> str:
@@ -806,7 +824,8 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     if st.epochs >= cfg.epochs:
         return False
     scale = res.row()["input_scale"]
-    worst = {**c, key: max([c[key]] + [float(h["epoch_seconds"]) for h in st.history[-3:]
+    worst = {**c, key: max([c[key]] + [float(h["epoch_seconds"]) - float(h.get("oneoff_seconds") or 0.0)
+                                       for h in st.history[-3:]
                                        if h.get("input_scale", 1.0) == scale])}  # recent epochs of this resolution
     low = _low_res_phase(s, st, worst)
     slow = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
@@ -816,7 +835,7 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     new, room = plan_with_room(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if new <= st.epochs:
         return False
-    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_s(c[key] + (res.val_s or 0.0))}, "
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(c[key], res)}, "
           f"forecast {_s(slow)} at the slowest recent epoch leaves room -> {new} epochs instead of {st.epochs} "
           "(rest of the schedule stretched)" + _bound_note(cfg, room))
     st.epochs = new
@@ -836,7 +855,8 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     st.model.train()
     d.loader.dataset.seen.clear()
     task = prog.add_task(f"epoch {st.epoch}", total=d.steps_per_epoch, status="")
-    losses, t0 = [], _clock()
+    losses, step_s, t0 = [], [], _clock()
+    t_prev = t0
     for x, y in d.loader:
         loss = train_step(st.net if st.net is not None else st.model, st.opt, st.scaler, x, y, s.device, s.choice, d.info.ignore_index,
                           d.weight, s.cfg.dice_weight, s.cfg.ohem, s.cfg.channels_last, s.cfg.lovasz_weight)
@@ -847,12 +867,18 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
             st.sched.last_epoch = st.warp(st.step) - 1  # step() adds the 1
         st.sched.step()
         losses.append(loss.item())
+        step_s.append(_clock() - t_prev)
+        t_prev += step_s[-1]
         prog.update(task, advance=1, status=f"loss {np.mean(losses[-20:]):.3f}")
     prog.remove_task(task)
+    first_here = low not in st.resolutions_seen
+    st.resolutions_seen.add(low)
+    oneoff = max(0.0, step_s[0] - float(np.median(step_s[1:]))) if first_here and len(step_s) > 1 else 0.0
     s.dist.average_buffers(st.model)
     return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0,
                        loss=s.dist.mean(float(np.mean(losses))) if s.dist.enabled else None,
-                       world_size=s.dist.world_size, images=list(d.loader.dataset.seen), low_res=low)
+                       world_size=s.dist.world_size, images=list(d.loader.dataset.seen), low_res=low,
+                       oneoff_s=oneoff)
 
 
 def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
@@ -874,7 +900,7 @@ def _save_checkpoints(s: _Setup, st: RunState, res: EpochResult) -> None:
                             "meta": s.meta.with_(extra={"val_metrics": m, "epoch": res.epoch}).to_dict()})
     st.history.append(res.row())
     costs = dict(st.costs or {})
-    costs[_cost_key(res)] = _clock() - res.t0 - (res.val_s or 0.0)
+    costs[_cost_key(res)] = res.recurring_s()
     costs["val_s"] = res.val_s if res.val_s is not None else costs.get("val_s", 0.0)
     st.costs = costs
     _save(s.last_path, {
