@@ -13,7 +13,7 @@ from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
 from unet_edge.data.train_split import class_frequencies, enet_class_weights, median_frequency_weights
 from unet_edge.seeding import rng_state, set_rng_state
-from unet_edge.time_budget import BUDGET_ROOM_FACTOR, LowResPhase, parse_time_budget, plan_epochs, plan_with_room
+from unet_edge.time_budget import BUDGET_ROOM_FACTOR, TIME_BUDGET_MARGIN, LowResPhase, parse_time_budget, plan_epochs, plan_with_room
 from unet_edge.train import TrainConfig, segmentation_loss, train
 
 from conftest import write_folder_dataset
@@ -489,6 +489,29 @@ def test_time_budget_shortens_when_epochs_get_slower(folder_dataset, tmp_path, m
     assert lrs[-1] == pytest.approx(final_lr, rel=1e-3, abs=1e-12)
     assert lrs[3] < lrs[2]
     assert clock.calls == 4 + 6 * 2
+
+
+@pytest.mark.parametrize("clock_kw, epochs, cut_after", [
+    # one slow step in epoch 3 (calls 9-10; +0.5 s): its own forecast 12.75 + 9 x 3 = 39.75 s passes 96 % of 40 s
+    # (38.4 s) but not the budget; the median of epochs 1-3 (2 s) forecasts 35.25 s, so the plan holds (the
+    # old forecast cut 12 epochs to 11 here)
+    (dict(extra={10: 0.5}), 12, None),
+    # every step from call 9 on costs 1.25 s: epoch 3 alone is the jitter case above; after epoch 4 the median
+    # (2.5 s) forecasts 15.75 + 8 x 3 = 39.75 s -> (36.8 - 15.75) / 3 -> 7 more epochs, 11 in all
+    (dict(slow_after=8, slow_s=1.25), 11, 4),
+])
+def test_time_budget_shortens_on_the_median_of_recent_epochs(folder_dataset, tmp_path, monkeypatch, clock_kw, epochs,
+                                                             cut_after):
+    FakeClock(monkeypatch, **clock_kw)
+    lines = []
+    s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=40.0), log=lines.append)
+    cuts = [line for line in lines if "instead of" in line]
+    assert s["epochs_planned"] == 12 and s["epochs"] == epochs
+    if cut_after is None:
+        assert not cuts, cuts
+    else:
+        assert len(cuts) == 1 and f"epoch {cut_after} took 3.0 s, forecast 40 s > 38 s" in cuts[0], cuts
+    assert s["elapsed_s"] <= 40 * (1 - TIME_BUDGET_MARGIN / 2)
 
 
 def test_time_budget_extends_when_epochs_run_faster_than_measured(folder_dataset, tmp_path, monkeypatch):

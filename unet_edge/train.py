@@ -11,9 +11,10 @@ Time budget (``--time-budget``, Ultralytics' ``time``): before the schedule is b
 times a few warm training steps and a validation pass on a copy of the model, then picks the
 largest epoch count (at most ``--epochs``) whose forecast ends inside the budget less a safety
 margin, and builds the LR schedule for that count, so it completes. After every epoch the forecast
-is redone with the epoch's measured cost (less a one-off first step: the first epoch at a resolution
-in a process compiles and selects kernels for it); if the run would overshoot (the host got slower), the
-epoch count is lowered and the rest of the schedule is compressed into the remaining steps so it
+is redone with the median measured cost of the last three epochs at that resolution (each less a
+one-off first step: the first epoch at a resolution in a process compiles and selects kernels for
+it), or with the epoch's own cost when that alone passes the budget; if the run would overshoot (the
+host got slower), the epoch count is lowered and the rest of the schedule is compressed into the remaining steps so it
 still reaches its final LR. See :func:`train`.
 
 Run folders: one process at a time (:class:`unet_edge.locks.FolderLock`); an existing run is
@@ -84,6 +85,9 @@ _clock = time.perf_counter
 #: after a session's first epoch ``curves.png`` is redrawn at most this often (seconds), and after
 #: the run's last epoch (:func:`_draw_curves`): one plot costs 0.1-0.5 s (matplotlib), much of a short epoch
 CURVES_EVERY_S = 30.0
+#: With a time budget the epoch-end forecast takes the median recurring cost of this many recent epochs at
+#: the epoch's resolution (:func:`_replan_after_epoch`).
+REPLAN_WINDOW = 3
 
 
 @dataclass
@@ -376,6 +380,9 @@ class RunState:
     ema: torch.optim.swa_utils.AveragedModel | None = None  # ``--ema``: the weights validated and saved
     curves_drawn: tuple[float, int] | None = None  # (when on _clock, history rows) of this session's last curves.png
     resolutions_seen: set = field(default_factory=set)  # ``low_res`` values this process has trained an epoch at
+    #: ``costs`` key -> the recurring seconds (:meth:`EpochResult.recurring_s`) of this process's last
+    #: :data:`REPLAN_WINDOW` epochs at that resolution: the planner shortens on their median
+    recent_costs: dict = field(default_factory=dict)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -771,21 +778,38 @@ def _replan_resumed(s: _Setup, st: RunState, ck: dict) -> None:
 
 
 def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
-    """Forecast the rest with this epoch's recurring cost (steps, checkpoints, log, plot; not its
-    one-off first step, :attr:`EpochResult.oneoff_s`) and the latest validation; past
+    """Forecast the rest with the recurring cost (steps, checkpoints, log, plot; not the one-off
+    first step, :attr:`EpochResult.oneoff_s`) of the recent epochs and the latest validation; past
     ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, lower the plan and compress the rest of the
-    schedule. Returns whether ``st.epochs`` changed."""
+    schedule. Returns whether ``st.epochs`` changed.
+
+    The cost is the median of the last :data:`REPLAN_WINDOW` epochs at this resolution, so one epoch
+    slowed by host jitter does not cut epochs that the next epochs would stretch back (each swing
+    warps the LR schedule); a lasting slowdown is seen one epoch later. This epoch's own cost still
+    shortens the plan at once when its forecast passes the whole budget."""
     cfg, budget, c, key = s.cfg, s.budget, st.costs, _cost_key(res)
-    c[key] = res.recurring_s()
-    low = _low_res_phase(s, st)
-    forecast = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, c["train_s"], c["val_s"], cfg.val_every, low)
+    own = res.recurring_s()
+    recent = st.recent_costs.setdefault(key, [])
+    recent[:] = (recent + [own])[-REPLAN_WINDOW:]
+
+    def forecast_at(cost: float) -> float:
+        costs = {**c, key: cost}
+        return _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, costs["train_s"], costs["val_s"],
+                                               cfg.val_every, _low_res_phase(s, st, costs))
+
+    # this epoch alone already overrunning the whole budget is acted on at once
+    typical = own if forecast_at(own) > budget else float(np.median(recent))
+    forecast = forecast_at(typical)
+    c[key] = typical
     if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
-        return _extend(s, st, res, forecast)
+        return _extend(s, st, res, own)
+    low = _low_res_phase(s, st)
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, st.epochs,
                       c["train_s"], c["val_s"], cfg.val_every, low)
     over = _committed(s, st) + epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every, low) > budget
-    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(c[key], res)}, "
-          f"forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(own, res)}"
+          + (f" (median of the last {len(recent)}: {_s(typical + (res.val_s or 0.0))})" if typical != own else "")
+          + f", forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
           + (f"{new} epochs instead of {st.epochs} (rest of the schedule compressed)" if new < st.epochs
              else f"epoch {st.epochs} is the last one")
           + ("; the run may overshoot the budget by its last epoch" if over else ""))
@@ -811,7 +835,7 @@ def _bound_note(cfg: TrainConfig, room: int | None) -> str:
             "raise --epochs (or leave it out) to use the whole budget")
 
 
-def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
+def _extend(s: _Setup, st: RunState, res: EpochResult, own: float) -> bool:
     """Raise the plan when epochs run faster than the first measurement said (it includes one-off
     costs: kernel selection, allocator warm-up, a busy machine at start), while ``cfg.epochs``
     allows. Deliberately slower to extend than to shorten, so jitter between epochs does not make
@@ -835,7 +859,7 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, forecast: float) -> bool:
     new, room = plan_with_room(avail, st.epoch + 1, cfg.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if new <= st.epochs:
         return False
-    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(c[key], res)}, "
+    s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(own, res)}, "
           f"forecast {_s(slow)} at the slowest recent epoch leaves room -> {new} epochs instead of {st.epochs} "
           "(rest of the schedule stretched)" + _bound_note(cfg, room))
     st.epochs = new
@@ -996,10 +1020,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     sessions (``elapsed_s`` in ``last.pt``: up to their last finished epoch). The run is planned to end at
     ``(1 - TIME_BUDGET_MARGIN)`` of it: :func:`_measure_costs` times the epoch, :func:`plan_epochs`
     picks N <= ``cfg.epochs``, and the LR schedule is built for N epochs. After each epoch the
-    forecast uses that epoch's measured cost (training + checkpointing, and the latest validation);
-    when it passes ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, N is lowered (never raised) and
-    the rest of the schedule is compressed into the remaining steps (:class:`ScheduleWarp`), so the
-    run still ends on the schedule's final LR. At least one more epoch always runs, so a sudden
+    forecast uses the median measured cost (training + checkpointing) of the last three epochs at
+    that resolution, or that epoch's own when it alone passes the budget, and the latest validation
+    (:func:`_replan_after_epoch`); when it passes ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, N
+    is lowered (raised only by :func:`_extend`) and the rest of the schedule is compressed into the
+    remaining steps (:class:`ScheduleWarp`), so the run still ends on the schedule's final LR. At least one more epoch always runs, so a sudden
     several-fold slowdown can overshoot by that epoch. With ``cfg.epochs == 1`` nothing is timed.
     Resuming keeps the stored plan and schedule (at most ``cfg.epochs``); with a budget it
     forecasts with the last epoch's stored costs (timed afresh for checkpoints without them) and
