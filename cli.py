@@ -159,6 +159,10 @@ def train(
     low_res: float = typer.Option(0.0, help="Progressive resizing: the share of the LR schedule trained at half "
                                   "resolution (images, labels, scale range and crop halved: ~4x fewer pixels a step; "
                                   "those epochs are not validated), then full resolution. 0: off; e.g. 0.5."),
+    low_res_mode: str = typer.Option("scale", help="How the --low-res epochs save pixels: scale (half the scale "
+                                     "range and crop: the same field of view at half resolution) or crop (half the "
+                                     "crop at the full scale range: a quarter of the field of view, thin objects such "
+                                     "as poles as wide as at full resolution)."),
     dropout: float = typer.Option(0.0),
     precision: str = typer.Option(
         "auto", help="auto, fp32, bf16 or fp16 (CUDA). auto: bf16 autocast where the CPU computes bf16 natively "
@@ -204,6 +208,7 @@ def train(
         threads=threads, limit=limit,
         val_every=val_every, resume=resume, exist_ok=exist_ok, time_budget_s=parse_time_budget(time_budget) if time_budget is not None else None,
         sync_bn=sync_bn, scale=_range(scale, "--scale"), ema=ema, ohem=ohem, rare_crop=rare_crop, low_res=low_res,
+        low_res_mode=low_res_mode,
         channels_last=channels_last, compile=compile_steps, logit_offsets=logit_offsets,
     )
     summary = run_train(cfg, log=log)

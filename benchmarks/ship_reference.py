@@ -37,8 +37,8 @@ from unet_edge.zoo import CAMVID_LICENCE, MODELS_DIR
 REPORTS = Path(__file__).resolve().parent / "reports"
 CAMVID_SPLIT = "CamVid (SegNet 11-class split: 367 train, 101 val, 360x480)"
 RECIPE_KEYS = ("batch_size", "crop", "lr", "weight_decay", "schedule", "warmup_epochs", "class_weights", "scale",
-               "rare_crop", "ema", "ohem", "dice_weight", "lovasz_weight", "low_res", "seed", "channels_last",
-               "compile")
+               "rare_crop", "ema", "ohem", "dice_weight", "lovasz_weight", "low_res", "low_res_mode", "seed",
+               "channels_last", "compile")
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

@@ -11,7 +11,9 @@ import unet_edge.train as train_mod
 from unet_edge.artifacts import load_checkpoint, model_from_checkpoint
 from unet_edge.errors import ArtifactError, EmulatedPrecisionWarning, UsageError
 from unet_edge.host import HostInfo
-from unet_edge.data.train_split import class_frequencies, enet_class_weights, median_frequency_weights
+from unet_edge.data.augment import reseed
+from unet_edge.data.train_split import (build_train_data, class_frequencies, enet_class_weights,
+                                       median_frequency_weights)
 from unet_edge.seeding import rng_state, set_rng_state
 from unet_edge.time_budget import BUDGET_ROOM_FACTOR, TIME_BUDGET_MARGIN, LowResPhase, parse_time_budget, plan_epochs, plan_with_room
 from unet_edge.train import TrainConfig, segmentation_loss, train
@@ -478,10 +480,14 @@ def test_time_budget_shortens_when_epochs_get_slower(folder_dataset, tmp_path, m
     clock = FakeClock(monkeypatch, slow_after=8)
     lines = []
     s = train(_budget_cfg(folder_dataset, tmp_path, time_budget_s=40.0, schedule=schedule), log=lines.append)
-    # first plan: (36.8 - 4.75) / 2.5 -> 12 epochs; after epoch 3 (6.5 s) at 16.25 s: 20.55 s left -> 3 more
+    # first plan: (36.8 - 4.75) / 2.5 -> 12 epochs. After epoch 3 (6.5 s) at 16.25 s two more such epochs still
+    # fit in 40 s, so the median of epochs 1-3 (2.5 s) plans: 16.25 + 9 x 2.5 = 38.75 s > 38.4 s -> 11 epochs;
+    # after epoch 4 (median 6.5 s) at 22.75 s: 14.05 s left -> 2 more
     assert s["epochs_planned"] == 12 and s["epochs"] == 6
     assert s["elapsed_s"] == pytest.approx(16.25 + 3 * 6.5, abs=0.06) and s["elapsed_s"] <= 40
-    assert any("6 epochs instead of 12" in line for line in lines)
+    cuts = [line for line in lines if "instead of" in line]
+    assert len(cuts) == 2 and "epoch 3 took 6.5 s (median of the last 3: 2.5 s)" in cuts[0], cuts
+    assert "11 epochs instead of 12" in cuts[0] and "6 epochs instead of 11" in cuts[1]
     rows = _rows(tmp_path)
     assert len(rows) == 6 and rows[-1]["val_miou"]
     lrs = [float(r["lr"]) for r in rows]
@@ -493,8 +499,8 @@ def test_time_budget_shortens_when_epochs_get_slower(folder_dataset, tmp_path, m
 
 @pytest.mark.parametrize("clock_kw, epochs, cut_after", [
     # one slow step in epoch 3 (calls 9-10; +0.5 s): its own forecast 12.75 + 9 x 3 = 39.75 s passes 96 % of 40 s
-    # (38.4 s) but not the budget; the median of epochs 1-3 (2 s) forecasts 35.25 s, so the plan holds (the
-    # old forecast cut 12 epochs to 11 here)
+    # (38.4 s); the median of epochs 1-3 (2 s) forecasts 35.25 s, so the plan holds (the old forecast cut 12
+    # epochs to 11 here, and extended back to 12 after epoch 6)
     (dict(extra={10: 0.5}), 12, None),
     # every step from call 9 on costs 1.25 s: epoch 3 alone is the jitter case above; after epoch 4 the median
     # (2.5 s) forecasts 15.75 + 8 x 3 = 39.75 s -> (36.8 - 15.75) / 3 -> 7 more epochs, 11 in all
@@ -650,6 +656,43 @@ def test_low_res_epochs_see_half_size_crops_and_resume_in_their_phase(folder_dat
         assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=1e-6)
         assert a["input_scale"] == b["input_scale"]
     assert resumed["best_miou"] == pytest.approx(full["best_miou"], abs=1e-6)
+
+
+def _stripe_widths(transform, items, draws=4):
+    """Widths (px) of the folder dataset's class-2 stripe (6 px wide) in ``transform``'s outputs, where it lies
+    inside the crop."""
+    widths = []
+    for d in range(draws):
+        reseed(transform, d)
+        for img, mask in items:
+            row = transform(image=img, mask=mask)["mask"][0] == 2
+            cols = np.flatnonzero(row)
+            if cols.size and cols[0] > 0 and cols[-1] < row.size - 1:
+                widths.append(int(cols[-1] - cols[0] + 1))
+    return widths
+
+
+@pytest.mark.parametrize("mode, widths, scale", [("scale", (2, 5), 0.5), ("crop", (4, 9), 1.0)])
+def test_low_res_mode_crop_keeps_objects_at_full_resolution_size(folder_dataset, tmp_path, monkeypatch, mode, widths,
+                                                                 scale):
+    cfg = _small(tmp_path, data=str(folder_dataset), epochs=2, low_res=0.5, low_res_mode=mode, limit=8)
+    data = build_train_data(cfg, "cpu")
+    assert data.transform_low(image=data.train_items[0][0], mask=data.train_items[0][1])["mask"].shape == (20, 28)
+    # the 6-px stripe at the --scale range 0.75-1.5 (crop) or half of it (scale)
+    seen = _stripe_widths(data.transform_low, data.train_items)
+    assert len(seen) >= 8 and all(widths[0] <= w <= widths[1] for w in seen), seen
+    shapes = []
+    real = train_mod.segmentation_loss
+    monkeypatch.setattr(train_mod, "segmentation_loss", lambda *a, **k: shapes.append(tuple(a[0].shape[-2:])) or real(*a, **k))
+    train(cfg, log=lambda *a: None)
+    assert shapes == [(20, 28)] * 2 + [(40, 56)] * 2
+    rows = _rows(tmp_path)
+    assert [(r["low_res"], float(r["input_scale"])) for r in rows] == [("1", scale), ("0", 1.0)]
+
+
+def test_low_res_mode_is_checked():
+    with pytest.raises(UsageError, match="--low-res-mode must be scale or crop"):
+        TrainConfig(data="d", low_res=0.5, low_res_mode="half")
 
 
 def test_resume_with_a_budget_counts_earlier_sessions(folder_dataset, tmp_path, monkeypatch):

@@ -13,9 +13,9 @@ largest epoch count (at most ``--epochs``) whose forecast ends inside the budget
 margin, and builds the LR schedule for that count, so it completes. After every epoch the forecast
 is redone with the median measured cost of the last three epochs at that resolution (each less a
 one-off first step: the first epoch at a resolution in a process compiles and selects kernels for
-it), or with the epoch's own cost when that alone passes the budget; if the run would overshoot (the
-host got slower), the epoch count is lowered and the rest of the schedule is compressed into the remaining steps so it
-still reaches its final LR. See :func:`train`.
+it), or with the epoch's own cost when two more such epochs would pass the budget; if the run
+would overshoot (the host got slower), the epoch count is lowered and the rest of the schedule is
+compressed into the remaining steps so it still reaches its final LR. See :func:`train`.
 
 Run folders: one process at a time (:class:`unet_edge.locks.FolderLock`); an existing run is
 continued only with ``resume`` and replaced only with ``exist_ok``. Every random stream of epoch
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .artifacts import load_checkpoint, model_from_checkpoint
-from .data.train_split import LOW_RES_FACTOR, TrainData, build_train_data, low_res_crop, per_rank_batch, seed_epoch
+from .data.train_split import LOW_RES_FACTOR, LOW_RES_MODES, TrainData, build_train_data, low_res_crop, per_rank_batch, seed_epoch
 from .distributed import DistInfo, env_dist, init_from_env, rank_identity, rank_threads, shutdown, state_dict_sha256
 from .errors import ArtifactError, DataError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
@@ -79,7 +79,7 @@ RUN_FILES = ("best.pt", "last.pt", "log.csv", "curves.png", "summary.json")
 #: options that define what a run computes; a resumed run must keep them (see :func:`train`).
 RECIPE_OPTIONS = ("preset", "dropout", "batch_size", "crop", "input_size", "lr", "weight_decay", "schedule",
                   "warmup_epochs", "class_weights", "dice_weight", "seed", "limit", "sync_bn", "scale", "ema",
-                  "ohem", "rare_crop", "lovasz_weight", "low_res")
+                  "ohem", "rare_crop", "lovasz_weight", "low_res", "low_res_mode")
 #: the trainer's clock (seconds); tests replace it with a fake one.
 _clock = time.perf_counter
 #: after a session's first epoch ``curves.png`` is redrawn at most this often (seconds), and after
@@ -109,7 +109,9 @@ class TrainConfig:
     the probability that a crop is centred on a rare class (below
     :data:`~unet_edge.data.train_split.RARE_CLASS_FREQ` of the pixels, 0 = off);
     ``low_res`` the share of the LR schedule trained at low resolution (progressive resizing, see
-    :func:`train`; 0 = off).
+    :func:`train`; 0 = off); ``low_res_mode`` how those epochs save pixels
+    (:data:`~unet_edge.data.train_split.LOW_RES_MODES`: ``scale``, half the scale and crop, or ``crop``,
+    half the crop at the full scale).
     ``logit_offsets``: after the last epoch fit per-class logit offsets for mIoU on training
     pixels and fold them into ``best.pt``'s head when they raise val mIoU (:func:`_fit_logit_offsets`);
     not a recipe option. ``channels_last``: train in the NHWC memory format (always on CUDA; on CPU 1.47x faster steps
@@ -161,6 +163,7 @@ class TrainConfig:
     ohem: float = 0.0
     rare_crop: float = 0.0
     low_res: float = 0.0
+    low_res_mode: str = "scale"
     channels_last: bool = True
     compile: bool = False
     logit_offsets: bool = True
@@ -207,6 +210,7 @@ _CONFIG_RULES: tuple[tuple[str, Callable[[object], bool], str], ...] = (
     ("ohem", lambda v: _real(v) and 0 <= v < 1, "a share in [0, 1) (0: every pixel)"),
     ("rare_crop", lambda v: _real(v) and 0 <= v <= 1, "a probability in [0, 1]"),
     ("low_res", lambda v: _real(v) and 0 <= v < 1, "a share of the schedule in [0, 1) (0: off)"),
+    ("low_res_mode", lambda v: v in LOW_RES_MODES, " or ".join(LOW_RES_MODES)),
     ("channels_last", lambda v: isinstance(v, bool), "true or false"),
     ("compile", lambda v: isinstance(v, bool), "true or false"),
     ("crop", _hw, "two positive integers (H, W)"),
@@ -410,6 +414,7 @@ class EpochResult:
     world_size: int = 1
     images: list = field(default_factory=list)  # indices of the training images this rank read
     low_res: bool = False  # trained on the ``--low-res`` batches
+    input_scale: float = 1.0  # the images' scale against full resolution (``--low-res-mode scale``: LOW_RES_FACTOR)
     #: seconds of one-off cost in ``seconds``: the first step's excess over the epoch's median step, in this
     #: process's first epoch at its resolution (``--compile`` traces the run's own module for the new shape,
     #: new shapes select kernels); 0 otherwise. The budget's forecasts leave it out (it is already spent).
@@ -422,7 +427,8 @@ class EpochResult:
         return {"epoch": self.epoch, "train_loss": loss, "lr": self.lr,
                 "epoch_seconds": self.seconds, "val_miou": m.get("miou"), "val_pixel_accuracy": m.get("pixel_accuracy"),
                 "val_dice": m.get("dice"), "world_size": self.world_size,
-                "input_scale": LOW_RES_FACTOR if self.low_res else 1.0, "oneoff_seconds": round(self.oneoff_s, 1)}
+                "input_scale": self.input_scale, "oneoff_seconds": round(self.oneoff_s, 1),
+                "low_res": int(self.low_res)}
 
     def recurring_s(self) -> float:
         """This epoch's cost a forecast repeats, in seconds: the wall time since ``t0`` (steps,
@@ -786,20 +792,23 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     The cost is the median of the last :data:`REPLAN_WINDOW` epochs at this resolution, so one epoch
     slowed by host jitter does not cut epochs that the next epochs would stretch back (each swing
     warps the LR schedule); a lasting slowdown is seen one epoch later. This epoch's own cost still
-    shortens the plan at once when its forecast passes the whole budget."""
+    shortens the plan at once when two more epochs at that cost would pass the whole budget (near the
+    end, where waiting one epoch could overshoot it)."""
     cfg, budget, c, key = s.cfg, s.budget, st.costs, _cost_key(res)
     own = res.recurring_s()
     recent = st.recent_costs.setdefault(key, [])
     recent[:] = (recent + [own])[-REPLAN_WINDOW:]
 
-    def forecast_at(cost: float) -> float:
+    def forecast_at(cost: float, last: int) -> float:
         costs = {**c, key: cost}
-        return _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, costs["train_s"], costs["val_s"],
+        return _committed(s, st) + epochs_cost(st.epoch + 1, last, costs["train_s"], costs["val_s"],
                                                cfg.val_every, _low_res_phase(s, st, costs))
 
-    # this epoch alone already overrunning the whole budget is acted on at once
-    typical = own if forecast_at(own) > budget else float(np.median(recent))
-    forecast = forecast_at(typical)
+    # waiting one epoch for the median to see a lasting slowdown is safe while two more epochs at this
+    # epoch's cost still end inside the budget (the next re-plan can always make the one after the last)
+    urgent = forecast_at(own, min(st.epoch + 2, st.epochs)) > budget
+    typical = own if urgent else float(np.median(recent))
+    forecast = forecast_at(typical, st.epochs)
     c[key] = typical
     if forecast <= budget * (1 - TIME_BUDGET_MARGIN / 2):
         return _extend(s, st, res, own)
@@ -818,6 +827,11 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     st.epochs = new
     st.warp.fit(st.step, st.warp(st.step), st.epochs * s.data.steps_per_epoch)
     return True
+
+
+def _row_low_res(row: dict) -> bool:
+    """Whether a history row is a ``--low-res`` epoch (rows before the ``low_res`` column: ``input_scale`` < 1)."""
+    return bool(int(row["low_res"])) if row.get("low_res") not in (None, "") else float(row.get("input_scale", 1.0)) < 1
 
 
 def _took(recurring_s: float, res: EpochResult) -> str:
@@ -847,10 +861,9 @@ def _extend(s: _Setup, st: RunState, res: EpochResult, own: float) -> bool:
     cfg, budget, c, key = s.cfg, s.budget, st.costs, _cost_key(res)
     if st.epochs >= cfg.epochs:
         return False
-    scale = res.row()["input_scale"]
     worst = {**c, key: max([c[key]] + [float(h["epoch_seconds"]) - float(h.get("oneoff_seconds") or 0.0)
                                        for h in st.history[-3:]
-                                       if h.get("input_scale", 1.0) == scale])}  # recent epochs of this resolution
+                                       if _row_low_res(h) == res.low_res])}  # recent epochs of this phase
     low = _low_res_phase(s, st, worst)
     slow = _committed(s, st) + epochs_cost(st.epoch + 1, st.epochs, worst["train_s"], c["val_s"], cfg.val_every, low)
     if slow > budget * (1 - 1.5 * TIME_BUDGET_MARGIN):
@@ -902,7 +915,7 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0,
                        loss=s.dist.mean(float(np.mean(losses))) if s.dist.enabled else None,
                        world_size=s.dist.world_size, images=list(d.loader.dataset.seen), low_res=low,
-                       oneoff_s=oneoff)
+                       input_scale=LOW_RES_FACTOR if low and s.cfg.low_res_mode == "scale" else 1.0, oneoff_s=oneoff)
 
 
 def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
@@ -1021,11 +1034,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     ``(1 - TIME_BUDGET_MARGIN)`` of it: :func:`_measure_costs` times the epoch, :func:`plan_epochs`
     picks N <= ``cfg.epochs``, and the LR schedule is built for N epochs. After each epoch the
     forecast uses the median measured cost (training + checkpointing) of the last three epochs at
-    that resolution, or that epoch's own when it alone passes the budget, and the latest validation
-    (:func:`_replan_after_epoch`); when it passes ``(1 - TIME_BUDGET_MARGIN / 2)`` of the budget, N
-    is lowered (raised only by :func:`_extend`) and the rest of the schedule is compressed into the
-    remaining steps (:class:`ScheduleWarp`), so the run still ends on the schedule's final LR. At least one more epoch always runs, so a sudden
-    several-fold slowdown can overshoot by that epoch. With ``cfg.epochs == 1`` nothing is timed.
+    that resolution, or that epoch's own when two more such epochs would pass the budget, and the
+    latest validation (:func:`_replan_after_epoch`); when it passes ``(1 - TIME_BUDGET_MARGIN / 2)``
+    of the budget, N is lowered (raised only by :func:`_extend`) and the rest of the schedule is
+    compressed into the remaining steps (:class:`ScheduleWarp`), so the run still ends on the
+    schedule's final LR. At least one more epoch always runs, so a sudden several-fold slowdown can
+    overshoot by that epoch. With ``cfg.epochs == 1`` nothing is timed.
     Resuming keeps the stored plan and schedule (at most ``cfg.epochs``); with a budget it
     forecasts with the last epoch's stored costs (timed afresh for checkpoints without them) and
     shortens when needed.
@@ -1033,10 +1047,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     Progressive resizing (``cfg.low_res`` > 0; fast.ai's DAWNBench ImageNet runs, Howard 2018, and
     EfficientNetV2's progressive learning, Tan and Le 2021): the epochs that start before
     ``cfg.low_res`` of the LR schedule (:func:`low_res_epoch`) train on batches at
-    :data:`~unet_edge.data.train_split.LOW_RES_FACTOR` of the resolution (the scale range and the
-    crop both scaled, so a crop covers the same scene in a quarter of the pixels); they are not
-    validated (``val_miou`` empty, ``input_scale`` 0.5 in ``log.csv``), so ``best.pt`` comes from
-    the full-resolution epochs. With a budget both epoch costs are timed and planned
+    :data:`~unet_edge.data.train_split.LOW_RES_FACTOR` of the resolution (``cfg.low_res_mode``
+    ``scale``: the scale range and the crop both scaled, so a crop covers the same scene in a
+    quarter of the pixels) or on crops of that size at the full scale (``crop``: a quarter of the
+    scene, thin objects as wide as at full resolution); they are not validated (``val_miou`` empty,
+    ``low_res`` 1 and ``input_scale`` 0.5 or 1.0 in ``log.csv``), so ``best.pt`` comes from the
+    full-resolution epochs. With a budget both epoch costs are timed and planned
     (:class:`~unet_edge.time_budget.LowResPhase`).
 
     Several processes (``torchrun --nproc_per_node N cli.py train ...``, :mod:`unet_edge.distributed`):
@@ -1112,8 +1128,9 @@ def _train_group(cfg: TrainConfig, t_start: float, dist: DistInfo, device: str, 
         s.log(f"training {cfg.preset} U-Net ({count_parameters(st.model) / 1e6:.2f} M params) on {s.data.info.name} "
               f"[{len(s.data.train_items)} train / {s.data.n_val} val], input {s.meta.input_size[0]}x"
               f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}"
-              + (f" (first {cfg.low_res:.0%} of the schedule at low resolution, crop "
-                 f"{'x'.join(map(str, low_res_crop(s.data.crop)))})" if cfg.low_res > 0 else "")
+              + (f" (first {cfg.low_res:.0%} of the schedule on "
+                 + ("half-resolution " if cfg.low_res_mode == "scale" else "full-resolution ")
+                 + f"{'x'.join(map(str, low_res_crop(s.data.crop)))} crops)" if cfg.low_res > 0 else "")
               + f", {s.device}, {s.threads} threads"
               f"{' per process' if dist.enabled else ''}, {precision_label(s.choice, s.device)} ({s.choice.reason})"
               + group)

@@ -21,6 +21,10 @@ from .layouts import DatasetInfo, SegDataset, load_dataset
 RARE_CLASS_FREQ = 0.02
 #: ``--low-res``: the low-resolution epochs see images, labels and the crop scaled by this factor.
 LOW_RES_FACTOR = 0.5
+#: ``--low-res-mode``: ``scale`` shrinks the random-scale range and the crop by :data:`LOW_RES_FACTOR`
+#: (the same field of view at half resolution); ``crop`` shrinks the crop alone (a quarter of the field
+#: of view, objects at their full-resolution size: a 4-pixel pole stays 3-6 pixels wide, not 1.5-3).
+LOW_RES_MODES = ("scale", "crop")
 
 
 def _load_split(ds: SegDataset, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -114,7 +118,7 @@ class TrainData:
     weight: torch.Tensor | None
     sampler: torch.utils.data.DistributedSampler | None = None  # several ranks: this rank's shard
     rare_classes: tuple[int, ...] = ()  # the classes ``--rare-crop`` centres crops on
-    transform_low: object = None  # ``--low-res``: the same augmentation at LOW_RES_FACTOR of the scale and crop
+    transform_low: object = None  # ``--low-res``: the same augmentation with the crop (``scale`` mode: and scale) shrunk
 
     @property
     def steps_per_epoch(self) -> int:
@@ -149,8 +153,8 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
     of the images (the same count on every rank, so every rank runs the same steps).
 
     ``cfg`` is a :class:`unet_edge.train.TrainConfig`; this reads its ``data``, ``data_format``,
-    ``limit``, ``input_size``, ``crop``, ``class_weights``, ``rare_crop``, ``scale``, ``low_res``, ``seed`` and
-    ``batch_size``. Class weights go to ``device``.
+    ``limit``, ``input_size``, ``crop``, ``class_weights``, ``rare_crop``, ``scale``, ``low_res``,
+    ``low_res_mode`` (:data:`LOW_RES_MODES`), ``seed`` and ``batch_size``. Class weights go to ``device``.
 
     Raises:
         DataError: a dataset problem (from :func:`unet_edge.data.layouts.load_dataset`).
@@ -176,9 +180,10 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
     transform = train_transform(crop, info.ignore_index, scale=tuple(cfg.scale), seed=cfg.seed, rare_classes=rare,
                                 rare_p=cfg.rare_crop)
     transform_low = None
-    if cfg.low_res > 0:  # the same field of view in a quarter of the pixels: scale range and crop both shrink
+    if cfg.low_res > 0:  # a quarter of the pixels: scale range and crop both shrink, or the crop alone
+        factor = LOW_RES_FACTOR if cfg.low_res_mode == "scale" else 1.0
         transform_low = train_transform(low_res_crop(crop), info.ignore_index,
-                                        scale=tuple(LOW_RES_FACTOR * v for v in cfg.scale), seed=cfg.seed,
+                                        scale=tuple(factor * v for v in cfg.scale), seed=cfg.seed,
                                         rare_classes=rare, rare_p=cfg.rare_crop)
     split = _AugmentedSplit(items, transform, IMAGENET_MEAN, IMAGENET_STD)
     batch, sampler, shard = per_rank_batch(cfg.batch_size, world_size), None, len(items)
