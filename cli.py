@@ -162,7 +162,7 @@ def train(
     low_res_mode: str = typer.Option("scale", help="How the --low-res epochs save pixels: scale (half the scale "
                                      "range and crop: the same field of view at half resolution) or crop (half the "
                                      "crop at the full scale range: a quarter of the field of view, thin objects such "
-                                     "as poles as wide as at full resolution)."),
+                                     "as poles as wide as at full resolution; 2.9 points under scale on x86-avx2)."),
     dropout: float = typer.Option(0.0),
     precision: str = typer.Option(
         "auto", help="auto, fp32, bf16 or fp16 (CUDA). auto: bf16 autocast where the CPU computes bf16 natively "

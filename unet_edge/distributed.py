@@ -16,6 +16,7 @@ gradient all-reduce waits forever.
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import os
 import socket
@@ -211,11 +212,19 @@ def shutdown(info: DistInfo, *, wait_for_peers: bool = False) -> None:
     offsets and writes the summary) destroyed its group under a peer still connected to it, and
     once in five CI runs aborted at exit in C++ (``terminate called without an active exception``,
     exit -6). Only for a run that ended well: after an error a peer may never reach the barrier.
+
+    The same abort was seen once more with the barrier (a resumed run, 2026-12-07), so a garbage
+    collection before and after leaving now frees what may still hold the group in reference cycles
+    (the ``DistributedDataParallel`` wrapper and its reducer): ``destroy_process_group`` drops only
+    ``torch.distributed``'s own references (PyTorch PR #96017), and a group torn down during
+    interpreter finalization can abort in gloo's threads (PR #179291). A likely cause, not a proven one.
     """
     if info.enabled and torch.distributed.is_initialized():
         if wait_for_peers:
             torch.distributed.barrier()
+        gc.collect()
         torch.distributed.destroy_process_group()
+        gc.collect()
 
 
 def rank_threads(physical_threads: int, info: DistInfo) -> int:
