@@ -141,7 +141,8 @@ def test_ranks_leave_the_group_together_only_after_a_run_that_ended_well(monkeyp
 
 # -- two real processes -------------------------------------------------------------------------
 def _torchrun(data: Path, out: Path, audit: Path | None, *extra: str, stderr=None, **popen) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # faulthandler: a rank that aborts (SIGABRT at exit, seen in CI) prints every thread's Python stack
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     if audit is not None:
         env.update(PYTHONPATH=os.pathsep.join([str(audit / "site"), env.get("PYTHONPATH", "")]),
                    AUDIT_OUT=str(out), AUDIT_DIR=str(audit))
