@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from .artifacts import load_checkpoint, model_from_checkpoint
-from .data.train_split import LOW_RES_FACTOR, LOW_RES_MODES, TrainData, build_train_data, low_res_crop, per_rank_batch, seed_epoch
+from .data.train_split import (LOW_RES_MODES, TrainData, build_train_data, low_res_crop, low_res_scale,
+                               per_rank_batch, seed_epoch)
 from .distributed import DistInfo, env_dist, init_from_env, rank_identity, rank_threads, shutdown, state_dict_sha256
 from .errors import ArtifactError, DataError, EmulatedPrecisionWarning, UnetEdgeError, UsageError
 from .evaluate import evaluate
@@ -815,7 +816,7 @@ def _replan_after_epoch(s: _Setup, st: RunState, res: EpochResult) -> bool:
     low = _low_res_phase(s, st)
     new = plan_epochs(budget * (1 - TIME_BUDGET_MARGIN) - _committed(s, st), st.epoch + 1, st.epochs,
                       c["train_s"], c["val_s"], cfg.val_every, low)
-    over = _committed(s, st) + epochs_cost(st.epoch + 1, new, c["train_s"], c["val_s"], cfg.val_every, low) > budget
+    over = forecast_at(typical, new) > budget
     s.log(f"time budget {format_duration(budget)}: epoch {st.epoch} took {_took(own, res)}"
           + (f" (median of the last {len(recent)}: {_s(typical + (res.val_s or 0.0))})" if typical != own else "")
           + f", forecast {_s(forecast)} > {_s(budget * (1 - TIME_BUDGET_MARGIN / 2))} -> "
@@ -915,7 +916,7 @@ def train_one_epoch(s: _Setup, st: RunState, prog) -> EpochResult:
     return EpochResult(st.epoch, losses, float(st.opt.param_groups[0]["lr"]), round(_clock() - t0, 1), t0,
                        loss=s.dist.mean(float(np.mean(losses))) if s.dist.enabled else None,
                        world_size=s.dist.world_size, images=list(d.loader.dataset.seen), low_res=low,
-                       input_scale=LOW_RES_FACTOR if low and s.cfg.low_res_mode == "scale" else 1.0, oneoff_s=oneoff)
+                       input_scale=low_res_scale(s.cfg.low_res_mode) if low else 1.0, oneoff_s=oneoff)
 
 
 def validate(s: _Setup, st: RunState, res: EpochResult) -> None:
@@ -1129,7 +1130,7 @@ def _train_group(cfg: TrainConfig, t_start: float, dist: DistInfo, device: str, 
               f"[{len(s.data.train_items)} train / {s.data.n_val} val], input {s.meta.input_size[0]}x"
               f"{s.meta.input_size[1]}, crop {s.data.crop[0]}x{s.data.crop[1]}"
               + (f" (first {cfg.low_res:.0%} of the schedule on "
-                 + ("half-resolution " if cfg.low_res_mode == "scale" else "full-resolution ")
+                 + ("half-resolution " if low_res_scale(cfg.low_res_mode) < 1 else "full-resolution ")
                  + f"{'x'.join(map(str, low_res_crop(s.data.crop)))} crops)" if cfg.low_res > 0 else "")
               + f", {s.device}, {s.threads} threads"
               f"{' per process' if dist.enabled else ''}, {precision_label(s.choice, s.device)} ({s.choice.reason})"

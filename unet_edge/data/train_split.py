@@ -181,7 +181,7 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
                                 rare_p=cfg.rare_crop)
     transform_low = None
     if cfg.low_res > 0:  # a quarter of the pixels: scale range and crop both shrink, or the crop alone
-        factor = LOW_RES_FACTOR if cfg.low_res_mode == "scale" else 1.0
+        factor = low_res_scale(cfg.low_res_mode)
         transform_low = train_transform(low_res_crop(crop), info.ignore_index,
                                         scale=tuple(factor * v for v in cfg.scale), seed=cfg.seed,
                                         rare_classes=rare, rare_p=cfg.rare_crop)
@@ -199,6 +199,12 @@ def build_train_data(cfg, device: str, world_size: int = 1, rank: int = 0) -> Tr
         generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.startswith("cuda"),
     )
     return TrainData(info, items, val_ds, n_val, input_size, crop, transform, loader, weight, sampler, rare, transform_low)
+
+
+def low_res_scale(mode: str) -> float:
+    """The images' scale against full resolution in a ``--low-res`` epoch of ``--low-res-mode`` ``mode``
+    (:data:`LOW_RES_MODES`): :data:`LOW_RES_FACTOR` for ``scale``, 1.0 for ``crop``."""
+    return LOW_RES_FACTOR if mode == "scale" else 1.0
 
 
 def low_res_crop(crop: tuple[int, int]) -> tuple[int, int]:
